@@ -1,0 +1,128 @@
+import { Acceptor } from './acceptor/Acceptor.js';
+import { ConnectionIndex } from './acceptor/ConnectionIndex.js';
+import { AdminApi } from './admin/AdminApi.js';
+import { Authenticator } from './auth/Authenticator.js';
+import { parseAesKeys, TokenCodec } from './auth/tokenCodec.js';
+import type { Config } from './config/schema.js';
+import { Dispatch } from './dispatch/Dispatch.js';
+import { LocalEventSource } from './engine/LocalEventSource.js';
+import { LocalPods } from './engine/LocalPods.js';
+import { LocalRoutes } from './engine/LocalRoutes.js';
+import { LocalSessions } from './engine/LocalSessions.js';
+import { LocalTokenCache } from './engine/LocalTokenCache.js';
+import { CloseCode } from './errors.js';
+import type { Logger } from './log.js';
+import { Metrics } from './metrics.js';
+
+const TOKEN_CACHE_ENTRIES = 100_000;
+
+/** The ports a started gateway listens on. */
+export interface BoundPorts {
+  readonly public: number;
+  readonly admin: number;
+}
+
+/** One pod: builds every part from the configuration, starts them in order and stops them in reverse. */
+export class Gateway {
+  readonly podId: string;
+  readonly codecs: { readonly user: TokenCodec; readonly admin: TokenCodec };
+  readonly #log: Logger;
+  readonly #config: Config;
+  readonly #events: LocalEventSource;
+  readonly #dispatch: Dispatch;
+  readonly #acceptor: Acceptor;
+  readonly #admin: AdminApi;
+  #ready = false;
+  #stopping: Promise<void> | undefined;
+
+  constructor(config: Config, log: Logger) {
+    this.#config = config;
+    this.#log = log;
+    this.podId = `${config.pod.ip}:${config.grpc.port}`;
+    const metrics = new Metrics(config.metrics.prefix);
+    const startedAtMs = Date.now();
+    this.codecs = {
+      user: new TokenCodec(parseAesKeys(config.auth.tokenAesKeys)),
+      admin: new TokenCodec(parseAesKeys(config.auth.adminTokenAesKeys)),
+    };
+    const authenticator = new Authenticator(
+      {
+        user: { apiKey: config.auth.secretToken, codec: this.codecs.user },
+        admin: { apiKey: config.auth.adminSecretToken, codec: this.codecs.admin },
+      },
+      new LocalTokenCache(TOKEN_CACHE_ENTRIES),
+      config.auth.tokenCacheTtlMs,
+    );
+    const sessions = new LocalSessions(this.podId, {
+      maxDevices: config.sessions.multiDevice ? config.sessions.maxDevicesPerIdentity : 1,
+    });
+    const routes = new LocalRoutes(this.podId);
+    const index = new ConnectionIndex();
+    this.#events = new LocalEventSource();
+    this.#dispatch = new Dispatch({ routes, local: index, podId: this.podId }, metrics, log.child({ part: 'dispatch' }));
+    this.#acceptor = new Acceptor(
+      {
+        host: config.server.host,
+        port: config.server.port,
+        tls: config.tls,
+        maxFrameBytes: config.websocket.maxFrameBytes,
+        heartbeatIntervalMs: config.websocket.heartbeatIntervalMs,
+        allowedOrigins: config.websocket.allowedOrigins,
+        compression: config.websocket.compression,
+        rejectBeforeUpgrade: config.auth.rejectBeforeUpgrade,
+        limits: {
+          sendBufferBytes: config.websocket.sendBufferBytes,
+          messagesPerSecond: config.limits.messagesPerSecond,
+          messageBurst: config.limits.messageBurst,
+          badFramesPerMinute: config.limits.badFramesPerMinute,
+        },
+      },
+      { authenticator, sessions, routes, index, metrics, log: log.child({ part: 'acceptor' }), isReady: () => this.#ready },
+    );
+    this.#admin = new AdminApi(config.admin, {
+      authenticator,
+      codecs: this.codecs,
+      events: this.#events,
+      sessions,
+      pods: new LocalPods(this.podId, startedAtMs, () => index.size),
+      registry: metrics.registry,
+      log: log.child({ part: 'admin' }),
+    });
+  }
+
+  /** Starts every part in order; /ready turns 200 last. */
+  async start(): Promise<BoundPorts> {
+    await this.#events.start(this.#dispatch.handle);
+    const admin = await this.#admin.start();
+    const publicPort = await this.#acceptor.start();
+    this.#ready = true;
+    this.#log.info({ port: publicPort, admin_port: admin, engine: 'in-process' }, 'gateway ready');
+    return { public: publicPort, admin };
+  }
+
+  /** Drains and stops: not ready, stop accepting, stop events, close connections with 1001. Idempotent. */
+  stop(): Promise<void> {
+    return (this.#stopping ??= this.#stop());
+  }
+
+  async #stop(): Promise<void> {
+    this.#ready = false;
+    const deadline = Date.now() + this.#config.lifecycle.shutdownTimeoutMs;
+    const steps: ReadonlyArray<readonly [string, () => unknown]> = [
+      ['stop accepting', () => this.#acceptor.stopAccepting()],
+      ['stop events', () => this.#events.stop()],
+      ['close connections', () => this.#acceptor.closeAll(CloseCode.GoingAway, 'going-away', Math.max(0, deadline - Date.now()))],
+      ['stop acceptor', () => this.#acceptor.stop()],
+      ['stop admin API', () => this.#admin.stop()],
+    ];
+    // Each step runs even when an earlier one failed, so one fault does not leave the rest open.
+    for (const [name, step] of steps) {
+      try {
+        await step();
+      } catch (err) {
+        this.#log.error({ err, step: name }, 'shutdown step failed');
+      }
+    }
+    this.#log.info('gateway stopped');
+  }
+}

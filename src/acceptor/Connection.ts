@@ -1,0 +1,135 @@
+import type { WebSocket } from 'uWebSockets.js';
+import type { AdminClaims } from '../auth/tokenCodec.js';
+import { CloseCode, ERRORS, GatewayError } from '../errors.js';
+import type { ConnectionType } from '../metrics.js';
+import type { Route } from '../routes/RouteRegistry.js';
+import type { Identity, RevokeReason, SessionHolder, SessionLease } from '../sessions/SessionStore.js';
+import { errorFrame } from './protocol.js';
+import { TokenBucket } from './TokenBucket.js';
+
+/** What uWebSockets.js keeps per socket: a connection, or the reason a handshake was refused. */
+export type SocketData = { readonly connection: Connection } | { readonly rejection: GatewayError };
+
+/** Per-connection limits, from the configuration. */
+export interface ConnectionLimits {
+  readonly sendBufferBytes: number;
+  readonly messagesPerSecond: number;
+  readonly messageBurst: number;
+  readonly badFramesPerMinute: number;
+}
+
+/** What a connection is allowed to see of admin events; '' means unrestricted. */
+export type AdminScope = Pick<AdminClaims, 'companyIdRestriction' | 'subscribedCompanyId' | 'subscribedAgentId'>;
+
+/** Called when the connection had to be closed for overflowing its send buffer. */
+export type SlowConsumerHook = (connection: Connection) => void;
+
+/**
+ * One accepted client. Wraps the uWebSockets.js socket so nothing touches it after it closed
+ * (uWS throws on a closed socket) and so every send goes through the back-pressure check.
+ */
+export class Connection implements SessionHolder {
+  #ws: WebSocket<SocketData> | undefined;
+  #closed = false;
+  #revoked: RevokeReason | undefined;
+  lease: SessionLease | undefined;
+  selectedChat: string | undefined;
+  ready = false;
+  missedPongs = 0;
+  rateLimitStrikes = 0;
+  readonly messages: TokenBucket;
+  readonly badFrames: TokenBucket;
+  /** Routes this connection holds in the registry, by route key, so close releases exactly those. */
+  readonly heldRoutes = new Map<string, Route>();
+
+  constructor(
+    readonly id: string,
+    readonly type: ConnectionType,
+    readonly identity: Identity,
+    readonly adminScope: AdminScope | undefined,
+    readonly openedAtMs: number,
+    private readonly limits: ConnectionLimits,
+    private readonly onSlowConsumer: SlowConsumerHook,
+  ) {
+    this.messages = new TokenBucket(limits.messageBurst, limits.messagesPerSecond, openedAtMs);
+    this.badFrames = new TokenBucket(limits.badFramesPerMinute, limits.badFramesPerMinute / 60, openedAtMs);
+  }
+
+  /** The session store knows a connection by this id. */
+  get connectionId(): string {
+    return this.id;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  get revoked(): RevokeReason | undefined {
+    return this.#revoked;
+  }
+
+  /** Binds the socket once it is open; a revoke that came before this is acted on now. */
+  attach(ws: WebSocket<SocketData>): void {
+    this.#ws = ws;
+    if (this.#revoked !== undefined) this.revoke(this.#revoked);
+  }
+
+  /** Sends a frame; a client whose buffer passes the ceiling is closed with SlowConsumer. */
+  send(frame: string): boolean {
+    const ws = this.#ws;
+    if (ws === undefined || this.#closed) return false;
+    const status = ws.send(frame, false);
+    // send() answers 2 when uWS dropped the frame at its own hard limit; either way the client is too slow.
+    if (status === 2 || ws.getBufferedAmount() > this.limits.sendBufferBytes) {
+      this.onSlowConsumer(this);
+      this.fail(new GatewayError('SlowConsumer', 'send buffer limit exceeded; the client is not reading'));
+      return false;
+    }
+    return true;
+  }
+
+  ping(): void {
+    if (this.#ws !== undefined && !this.#closed) this.#ws.ping();
+  }
+
+  /** Sends the error frame, then closes with the error's close code. */
+  fail(error: GatewayError): void {
+    const ws = this.#ws;
+    if (ws === undefined || this.#closed) return;
+    ws.cork(() => {
+      ws.send(errorFrame(error.toPayload()), false);
+      this.close(ERRORS[error.code].close, ERRORS[error.code].reason);
+    });
+  }
+
+  /** Closes with a code and a short reason; a no-op once closed. */
+  close(code: number, reason: string): void {
+    const ws = this.#ws;
+    if (ws === undefined || this.#closed) return;
+    this.#closed = true;
+    ws.end(code, reason);
+  }
+
+  /** The session went elsewhere (or was revoked): close with the code that tells the client why. */
+  revoke(reason: RevokeReason): void {
+    this.#revoked = reason;
+    if (this.#ws === undefined) return;
+    switch (reason) {
+      case 'replaced':
+        this.fail(new GatewayError('SessionConflict', 'this identity connected elsewhere'));
+        return;
+      case 'admin-disconnect':
+        this.close(CloseCode.Normal, 'disconnected-by-admin');
+        return;
+      case 'lease-lost':
+        this.close(CloseCode.ServiceRestart, 'session-lease-lost');
+        return;
+    }
+  }
+
+  /** uWS reported the socket closed; it must not be touched again. */
+  markClosed(): void {
+    this.#closed = true;
+    this.#ws = undefined;
+  }
+}

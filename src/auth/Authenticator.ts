@@ -1,0 +1,72 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { AuthStage } from '../metrics.js';
+import type { TokenCache, VerifiedToken } from './TokenCache.js';
+import { TokenError, type TokenCodec, type TokenKind } from './tokenCodec.js';
+
+/** Why a credential was refused; `stage` feeds the auth-failure metric, `message` goes to the client. */
+export interface AuthFailure {
+  readonly stage: AuthStage;
+  readonly code: 'InvalidAPIKey' | 'InvalidToken';
+  readonly message: string;
+}
+
+export type AuthResult = { readonly ok: true; readonly token: VerifiedToken } | { readonly ok: false; readonly failure: AuthFailure };
+
+/** Everything the authenticator needs for one kind of credential (user or admin). */
+export interface CredentialKeys {
+  readonly apiKey: string;
+  readonly codec: TokenCodec;
+}
+
+/** API-key guard and token verification with a cache in front of the AES work. */
+export class Authenticator {
+  readonly #apiKeyDigests: Readonly<Record<TokenKind, Buffer>>;
+
+  constructor(
+    private readonly keys: Readonly<Record<TokenKind, CredentialKeys>>,
+    private readonly cache: TokenCache,
+    private readonly cacheTtlMs: number,
+  ) {
+    this.#apiKeyDigests = { user: sha256(keys.user.apiKey), admin: sha256(keys.admin.apiKey) };
+  }
+
+  /** Compares in constant time (over digests, so the length of the key does not leak either). */
+  apiKeyMatches(kind: TokenKind, presented: string | undefined): boolean {
+    if (presented === undefined || presented === '') return false;
+    return timingSafeEqual(sha256(presented), this.#apiKeyDigests[kind]);
+  }
+
+  /** Checks the API key, then the token (from the cache when it was verified recently). */
+  async authenticate(kind: TokenKind, apiKey: string | undefined, token: string | undefined, nowMs: number): Promise<AuthResult> {
+    if (!this.apiKeyMatches(kind, apiKey)) {
+      return fail('api_key', 'InvalidAPIKey', apiKey === undefined || apiKey === '' ? 'missing API key' : 'wrong API key');
+    }
+    if (token === undefined || token === '') return fail('token', 'InvalidToken', 'missing token');
+    const digest = sha256(token).toString('hex');
+    const cached = await this.cache.get(digest);
+    if (cached !== undefined && cached.kind === kind && cached.claims.expiresAtMs > nowMs) {
+      return { ok: true, token: cached };
+    }
+    let verified: VerifiedToken;
+    try {
+      verified =
+        kind === 'user'
+          ? { kind, claims: this.keys.user.codec.verifyUser(token, nowMs) }
+          : { kind, claims: this.keys.admin.codec.verifyAdmin(token, nowMs) };
+    } catch (err) {
+      if (err instanceof TokenError) return fail('token', 'InvalidToken', err.message);
+      throw err;
+    }
+    const ttlMs = Math.min(this.cacheTtlMs, verified.claims.expiresAtMs - nowMs);
+    if (ttlMs > 0) await this.cache.set(digest, verified, ttlMs);
+    return { ok: true, token: verified };
+  }
+}
+
+function fail(stage: AuthStage, code: AuthFailure['code'], message: string): AuthResult {
+  return { ok: false, failure: { stage, code, message } };
+}
+
+function sha256(text: string): Buffer {
+  return createHash('sha256').update(text).digest();
+}

@@ -1,0 +1,12 @@
+import type { AdminClaims, UserClaims } from './tokenCodec.js';
+
+/** Claims of a verified token, tagged with its kind. */
+export type VerifiedToken =
+  | { readonly kind: 'user'; readonly claims: UserClaims }
+  | { readonly kind: 'admin'; readonly claims: AdminClaims };
+
+/** Verified tokens by the sha256 of the raw token; the raw token is never stored. */
+export interface TokenCache {
+  get(digest: string): Promise<VerifiedToken | undefined>;
+  set(digest: string, token: VerifiedToken, ttlMs: number): Promise<void>;
+}

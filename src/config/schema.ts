@@ -1,0 +1,122 @@
+import type { Schema } from 'convict';
+
+/** The shape of a validated configuration; see `schema` for names, defaults and environment variables. */
+export interface Config {
+  readonly env: 'production' | 'development' | 'test';
+  readonly configFile: string;
+  readonly server: { readonly host: string; readonly port: number };
+  readonly admin: { readonly host: string; readonly port: number };
+  readonly grpc: { readonly port: number };
+  readonly pod: { readonly ip: string };
+  readonly redis: { readonly url: string };
+  readonly nats: { readonly url: string };
+  readonly auth: {
+    readonly secretToken: string;
+    readonly adminSecretToken: string;
+    readonly tokenAesKeys: readonly string[];
+    readonly adminTokenAesKeys: readonly string[];
+    readonly tokenCacheTtlMs: number;
+    readonly rejectBeforeUpgrade: boolean;
+  };
+  readonly tls: { readonly certFile: string; readonly keyFile: string };
+  readonly log: { readonly level: string };
+  readonly metrics: { readonly prefix: string };
+  readonly websocket: {
+    readonly maxFrameBytes: number;
+    readonly sendBufferBytes: number;
+    readonly heartbeatIntervalMs: number;
+    readonly allowedOrigins: readonly string[];
+    readonly compression: boolean;
+  };
+  readonly limits: {
+    readonly messagesPerSecond: number;
+    readonly messageBurst: number;
+    readonly badFramesPerMinute: number;
+  };
+  readonly sessions: { readonly multiDevice: boolean; readonly maxDevicesPerIdentity: number };
+  readonly lifecycle: { readonly shutdownTimeoutMs: number };
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+const port = (doc: string, def: number, envName: string, arg: string) => ({
+  doc,
+  format: 'port',
+  default: def,
+  env: envName,
+  arg,
+});
+
+/** Convict schema: every key, its default, environment variable and flag. The README documents the same table. */
+export const schema: Schema<Config> = {
+  env: {
+    doc: 'Run mode; production requires all keys to be configured.',
+    format: ['production', 'development', 'test'],
+    default: 'development',
+    env: 'NODE_ENV',
+  },
+  configFile: {
+    doc: 'YAML file with any of these keys (nested as in this schema).',
+    format: String,
+    default: '',
+    env: 'CONFIG_FILE',
+    arg: 'config',
+  },
+  server: {
+    host: { doc: 'Public listener address.', format: String, default: '0.0.0.0', env: 'HOST', arg: 'host' },
+    port: port('Public listener (WebSocket, /health, /ready).', 8080, 'PORT', 'port'),
+  },
+  admin: {
+    host: { doc: 'Admin listener address.', format: String, default: '0.0.0.0', env: 'ADMIN_HOST', arg: 'admin-host' },
+    port: port('Admin listener (/metrics, token minting, connection admin).', 9090, 'ADMIN_PORT', 'admin-port'),
+  },
+  grpc: {
+    port: port('Pod-to-pod gRPC listener.', 50051, 'GRPC_PORT', 'grpc-port'),
+  },
+  pod: {
+    ip: { doc: "This pod's routable address; pod id is POD_IP:GRPC_PORT.", format: String, default: '127.0.0.1', env: 'POD_IP', arg: 'pod-ip' },
+  },
+  redis: {
+    url: { doc: 'redis://host:port/db; empty runs the in-process engine.', format: String, default: '', env: 'REDIS_URL', arg: 'redis-url' },
+  },
+  nats: {
+    url: { doc: 'nats://host:port[,...]; empty means events arrive only through /admin/publish.', format: String, default: '', env: 'NATS_URL', arg: 'nats-url' },
+  },
+  auth: {
+    secretToken: { doc: 'API key for user connections and /generate-token.', format: String, default: '', env: 'SECRET_TOKEN', sensitive: true },
+    adminSecretToken: { doc: 'API key for admin connections and /admin/*.', format: String, default: '', env: 'ADMIN_SECRET_TOKEN', sensitive: true },
+    tokenAesKeys: { doc: 'User token keys, 64 hex chars each, comma-separated; the first mints.', format: 'aes-key-list', default: [], env: 'TOKEN_AES_KEY', sensitive: true },
+    adminTokenAesKeys: { doc: 'Admin token keys, 64 hex chars each, comma-separated; the first mints.', format: 'aes-key-list', default: [], env: 'ADMIN_TOKEN_AES_KEY', sensitive: true },
+    tokenCacheTtlMs: { doc: 'How long a verified token is cached (never past its expiry).', format: 'positive-int', default: 30_000, env: 'TOKEN_CACHE_TTL_MS' },
+    rejectBeforeUpgrade: { doc: 'Answer auth failures with an HTTP status instead of an error frame and close code.', format: Boolean, default: false, env: 'REJECT_BEFORE_UPGRADE' },
+  },
+  tls: {
+    certFile: { doc: 'PEM certificate; with TLS_KEY_FILE the public listener speaks wss.', format: String, default: '', env: 'TLS_CERT_FILE' },
+    keyFile: { doc: 'PEM private key for TLS_CERT_FILE.', format: String, default: '', env: 'TLS_KEY_FILE' },
+  },
+  log: {
+    level: { doc: 'pino log level.', format: LOG_LEVELS, default: 'info', env: 'LOG_LEVEL', arg: 'log-level' },
+  },
+  metrics: {
+    prefix: { doc: 'Prefix of every Prometheus metric name.', format: 'metric-prefix', default: 'switchboard_', env: 'METRICS_PREFIX' },
+  },
+  websocket: {
+    maxFrameBytes: { doc: 'Largest client frame; larger ones close the connection with 1009.', format: 'positive-int', default: 64 * 1024, env: 'MAX_FRAME_BYTES' },
+    sendBufferBytes: { doc: 'Send-buffer ceiling per connection; past it the client is closed with 4408.', format: 'positive-int', default: 1024 * 1024, env: 'SEND_BUFFER_BYTES' },
+    heartbeatIntervalMs: { doc: 'Ping interval; a connection that misses two pongs is closed.', format: 'positive-int', default: 20_000, env: 'HEARTBEAT_INTERVAL_MS' },
+    allowedOrigins: { doc: 'Comma-separated Origin allow-list; empty allows any origin.', format: Array, default: [], env: 'ALLOWED_ORIGINS' },
+    compression: { doc: 'Offer permessage-deflate.', format: Boolean, default: false, env: 'WS_COMPRESSION' },
+  },
+  limits: {
+    messagesPerSecond: { doc: 'Client messages per second per connection (sustained).', format: 'positive-int', default: 10, env: 'RATE_LIMIT_PER_SECOND' },
+    messageBurst: { doc: 'Client message burst per connection.', format: 'positive-int', default: 20, env: 'RATE_LIMIT_BURST' },
+    badFramesPerMinute: { doc: 'Malformed frames tolerated per minute before closing with 4400.', format: 'positive-int', default: 10, env: 'BAD_FRAME_LIMIT' },
+  },
+  sessions: {
+    multiDevice: { doc: 'Allow several connections per identity instead of newest-wins.', format: Boolean, default: false, env: 'MULTI_DEVICE' },
+    maxDevicesPerIdentity: { doc: 'With MULTI_DEVICE, live connections per identity; the oldest is replaced past it.', format: 'positive-int', default: 5, env: 'MAX_DEVICES_PER_IDENTITY' },
+  },
+  lifecycle: {
+    shutdownTimeoutMs: { doc: 'Deadline for a graceful stop after SIGTERM; then the process exits anyway.', format: 'positive-int', default: 25_000, env: 'SHUTDOWN_TIMEOUT_MS' },
+  },
+};

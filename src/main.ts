@@ -1,0 +1,85 @@
+import { ConfigError, loadConfig, type LoadedConfig } from './config/load.js';
+import { Gateway, type BoundPorts } from './Gateway.js';
+import { createLogger } from './log.js';
+
+/** Exit status for a configuration that cannot start. */
+const EXIT_BAD_CONFIG = 2;
+
+async function main(): Promise<void> {
+  const loaded = loadOrExit();
+  const { config } = loaded;
+  const log = createLogger(config.log.level, `${config.pod.ip}:${config.grpc.port}`);
+  process.on('uncaughtException', (err) => {
+    log.fatal({ err }, 'uncaught exception');
+    process.exit(1);
+  });
+  process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
+
+  const gateway = new Gateway(config, log);
+  let ports: BoundPorts;
+  try {
+    ports = await gateway.start();
+  } catch (err) {
+    log.fatal({ err }, 'start-up failed');
+    await gateway.stop();
+    process.exit(1);
+  }
+  if (loaded.generatedKeys.length > 0) printDevInstructions(loaded, gateway, ports);
+
+  let signals = 0;
+  const shutdown = (signal: string) => {
+    signals++;
+    if (signals > 1) {
+      log.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    log.info({ signal }, 'shutting down');
+    const force = setTimeout(() => {
+      log.error('shutdown deadline passed: exiting now');
+      process.exit(1);
+    }, config.lifecycle.shutdownTimeoutMs + 1000);
+    force.unref();
+    gateway.stop().then(() => process.exit(0));
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+function loadOrExit(): LoadedConfig {
+  try {
+    return loadConfig(process.argv.slice(2), process.env);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    for (const line of err.lines) process.stderr.write(`config error: ${line}\n`);
+    process.exit(EXIT_BAD_CONFIG);
+  }
+}
+
+/** Development only: the keys were generated for this run, so show how to use them. */
+function printDevInstructions(loaded: LoadedConfig, gateway: Gateway, ports: BoundPorts): void {
+  const { auth, tls } = loaded.config;
+  const scheme = tls.certFile === '' ? 'ws' : 'wss';
+  const admin = `http://localhost:${ports.admin}`;
+  const demoToken = gateway.codecs.user.mintUser({ companyId: 'acme', agentId: 'support', userId: 'alice', expiresAtMs: Date.now() + 3600_000 });
+  const lines = [
+    '',
+    `Switchboard is running on the in-process engine. Keys generated for this run: ${loaded.generatedKeys.join(', ')}.`,
+    `  SECRET_TOKEN=${auth.secretToken}`,
+    `  ADMIN_SECRET_TOKEN=${auth.adminSecretToken}`,
+    '',
+    'Mint a user token:',
+    `  curl -s -X POST ${admin}/generate-token -H 'X-API-Key: ${auth.secretToken}' -H 'content-type: application/json' \\`,
+    `    -d '{"company_id":"acme","agent_id":"support","user_id":"alice","expires_in_seconds":3600}'`,
+    '',
+    'Connect (this URL carries a token valid for one hour):',
+    `  npx wscat -s json.v1 -c '${scheme}://localhost:${ports.public}/ws/acme/support?user=alice&x-api-key=${auth.secretToken}&token=${encodeURIComponent(demoToken)}'`,
+    '',
+    'Publish an event to that agent:',
+    `  curl -s -X POST ${admin}/admin/publish -H 'X-API-Key: ${auth.adminSecretToken}' -H 'content-type: application/json' \\`,
+    `    -d '{"subject":"websocket.acme.support.chats","payload":{"event_id":"e1","event_type":"hello"}}'`,
+    '',
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+await main();

@@ -1,0 +1,100 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export type ConnectionType = 'user' | 'admin';
+export type AuthStage = 'api_key' | 'token' | 'path' | 'origin';
+export type FanoutOutcome = 'local' | 'forwarded' | 'dropped' | 'dead';
+
+const MINUTE = 60;
+const HOUR = 60 * MINUTE;
+
+/** Every metric of one gateway process, in its own registry (no global state, so tests can build several). */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly connectionsActive: Gauge<'type'>;
+  readonly connectionsOpened: Counter<'type'>;
+  readonly connectionDuration: Histogram<'type'>;
+  readonly sessionReplacements: Counter<'type'>;
+  readonly authFailures: Counter<'stage' | 'token_type'>;
+  readonly eventsIn: Counter<'source'>;
+  readonly eventsFannedOut: Counter<'outcome'>;
+  readonly eventsRejected: Counter<'reason'>;
+  readonly eventDeliveryLatency: Histogram;
+  readonly slowConsumerCloses: Counter;
+  readonly rateLimitHits: Counter;
+  readonly badFrames: Counter;
+
+  constructor(prefix: string) {
+    const registers = [this.registry];
+    this.connectionsActive = new Gauge({
+      name: `${prefix}connections_active`,
+      help: 'Open WebSocket connections that completed the handshake, by type.',
+      labelNames: ['type'],
+      registers,
+    });
+    this.connectionsOpened = new Counter({
+      name: `${prefix}connections_opened_total`,
+      help: 'WebSocket connections that became ready, by type.',
+      labelNames: ['type'],
+      registers,
+    });
+    this.connectionDuration = new Histogram({
+      name: `${prefix}connection_duration_seconds`,
+      help: 'Lifetime of ready connections, by type.',
+      labelNames: ['type'],
+      buckets: [MINUTE, 5 * MINUTE, 15 * MINUTE, 30 * MINUTE, HOUR, 2 * HOUR, 4 * HOUR, 8 * HOUR, 12 * HOUR, 24 * HOUR],
+      registers,
+    });
+    this.sessionReplacements = new Counter({
+      name: `${prefix}session_replacements_total`,
+      help: 'Connections closed with 4402 because the identity connected again.',
+      labelNames: ['type'],
+      registers,
+    });
+    this.authFailures = new Counter({
+      name: `${prefix}auth_failures_total`,
+      help: 'Rejected connection attempts, by stage and token type.',
+      labelNames: ['stage', 'token_type'],
+      registers,
+    });
+    this.eventsIn = new Counter({
+      name: `${prefix}events_in_total`,
+      help: 'Events received for dispatch, by source.',
+      labelNames: ['source'],
+      registers,
+    });
+    this.eventsFannedOut = new Counter({
+      name: `${prefix}events_fanned_out_total`,
+      help: 'Event deliveries by outcome: local socket writes, forwarded to a peer, dropped, dead.',
+      labelNames: ['outcome'],
+      registers,
+    });
+    this.eventsRejected = new Counter({
+      name: `${prefix}events_rejected_total`,
+      help: 'Events refused before dispatch (malformed subject or payload), by reason.',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.eventDeliveryLatency = new Histogram({
+      name: `${prefix}event_delivery_latency_seconds`,
+      help: 'From event publish to the socket write on this pod.',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    });
+    this.slowConsumerCloses = new Counter({
+      name: `${prefix}slow_consumer_closes_total`,
+      help: 'Connections closed with 4408 because their send buffer passed the ceiling.',
+      registers,
+    });
+    this.rateLimitHits = new Counter({
+      name: `${prefix}rate_limit_hits_total`,
+      help: 'Client messages refused by the per-connection rate limit.',
+      registers,
+    });
+    this.badFrames = new Counter({
+      name: `${prefix}bad_frames_total`,
+      help: 'Client frames answered with BadRequest.',
+      registers,
+    });
+    collectDefaultMetrics({ register: this.registry, prefix });
+  }
+}

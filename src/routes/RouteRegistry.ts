@@ -1,0 +1,31 @@
+/** A route: the set of pods that hold connections interested in some events (DESIGN.md §6). */
+export type Route =
+  | { readonly kind: 'agent'; readonly companyId: string; readonly agentId: string }
+  | { readonly kind: 'chat'; readonly companyId: string; readonly agentId: string; readonly chatId: string }
+  | { readonly kind: 'admins' };
+
+/**
+ * Which pods want which events. A pod retains a route once per interested connection and
+ * releases it when that connection goes; the registry counts, so the pod stays listed until
+ * its last interested connection leaves.
+ */
+export interface RouteRegistry {
+  /** Counts one more interested local connection; resolves once the route names this pod. */
+  retain(route: Route): Promise<void>;
+  /** Counts one interested local connection less; the pod leaves the route at zero. */
+  release(route: Route): Promise<void>;
+  /** The pod ids that currently hold the route. */
+  owners(route: Route): Promise<readonly string[]>;
+}
+
+/** A stable string for a route, for maps and logs. */
+export function routeKey(route: Route): string {
+  switch (route.kind) {
+    case 'agent':
+      return `${route.companyId}:${route.agentId}:chats`;
+    case 'chat':
+      return `${route.companyId}:${route.agentId}:messages:${route.chatId}`;
+    case 'admins':
+      return 'admins';
+  }
+}
