@@ -1,0 +1,3 @@
+module gotoken
+
+go 1.19
