@@ -131,6 +131,9 @@ export class Acceptor {
           if ('connection' in outcome) void this.#releaseSession(outcome.connection);
           return;
         }
+        if ('rejection' in outcome) {
+          this.deps.log.debug({ url: redactUrl(request.url), code: outcome.rejection.code, reason: outcome.rejection.message }, 'handshake refused');
+        }
         res.cork(() => {
           if ('rejection' in outcome && this.options.rejectBeforeUpgrade) {
             const error = outcome.rejection;
@@ -213,6 +216,7 @@ export class Acceptor {
         if (connection.closed) return;
         connection.ready = true;
         this.deps.metrics.connectionsOpened.inc({ type: connection.type });
+        this.#log(connection).debug('connection ready');
         connection.send(READY_FRAME);
       },
       (err: unknown) => {

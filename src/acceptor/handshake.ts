@@ -12,6 +12,7 @@ export interface HandshakeRequest {
   readonly secWebSocketKey: string;
   readonly secWebSocketProtocol: string;
   readonly secWebSocketExtensions: string;
+  /** Path and query, for logs only: always pass it through redactUrl. */
   readonly url: string;
 }
 
@@ -20,7 +21,8 @@ export const SUBPROTOCOL = 'json.v1';
 
 /** Copies what the handshake needs out of the request. `kind` comes from the matched route. */
 export function readHandshake(req: HttpRequest, kind: 'user' | 'admin'): HandshakeRequest {
-  const query = new URLSearchParams(req.getQuery() ?? '');
+  const rawQuery = req.getQuery() ?? '';
+  const query = new URLSearchParams(rawQuery);
   const headerKey = req.getHeader('x-api-key');
   return {
     kind,
@@ -33,7 +35,7 @@ export function readHandshake(req: HttpRequest, kind: 'user' | 'admin'): Handsha
     secWebSocketKey: req.getHeader('sec-websocket-key'),
     secWebSocketProtocol: req.getHeader('sec-websocket-protocol'),
     secWebSocketExtensions: req.getHeader('sec-websocket-extensions'),
-    url: req.getUrl(),
+    url: rawQuery === '' ? req.getUrl() : `${req.getUrl()}?${rawQuery}`,
   };
 }
 
