@@ -133,9 +133,9 @@ function crossChecks(config: Config): string[] {
   if (config.limits.messageBurst < config.limits.messagesPerSecond) {
     lines.push('RATE_LIMIT_BURST: must be at least RATE_LIMIT_PER_SECOND');
   }
-  if (config.redis.url !== '' && !/^rediss?:\/\//.test(config.redis.url)) {
-    lines.push('REDIS_URL: must start with redis:// or rediss://');
-  }
+  // The cluster engines are not in this version; silently running in-process instead would split the cluster.
+  if (config.redis.url !== '') lines.push('REDIS_URL: the Redis cluster engine is not available in this version; leave it empty');
+  if (config.nats.url !== '') lines.push('NATS_URL: the NATS event source is not available in this version; leave it empty');
   return lines;
 }
 

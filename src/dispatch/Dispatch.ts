@@ -49,6 +49,7 @@ export class Dispatch {
 
   /** Handles one event; malformed ones are counted and logged, never retried. */
   readonly handle = async (event: InboundEvent): Promise<void> => {
+    this.metrics.eventsIn.inc({ source: event.origin });
     const check = checkEvent(event.subject, event.payload);
     if (!check.ok) {
       this.metrics.eventsRejected.inc({ reason: check.reason });

@@ -15,7 +15,7 @@ export class LocalEventSource implements EventSource {
   async publish(subject: string, payload: string, headers: Readonly<Record<string, string>>): Promise<void> {
     if (this.#sink === undefined || this.#stopped) throw new Error('event source is not running');
     const requestId = Object.entries(headers).find(([name]) => name.toLowerCase() === REQUEST_ID_HEADER)?.[1];
-    await this.#sink({ subject, payload, requestId: requestId ?? randomUUID(), publishedAtMs: Date.now() });
+    await this.#sink({ origin: 'admin_api', subject, payload, requestId: requestId ?? randomUUID(), publishedAtMs: Date.now() });
   }
 
   async stop(): Promise<void> {

@@ -1,5 +1,9 @@
+/** What brought an event in; the label of the events-in metric. */
+export type EventOrigin = 'admin_api';
+
 /** An event as it enters dispatch, whatever brought it. */
 export interface InboundEvent {
+  readonly origin: EventOrigin;
   readonly subject: string;
   /** The payload exactly as published (JSON text); it reaches clients unchanged. */
   readonly payload: string;

@@ -102,11 +102,13 @@ describe('dispatch on the in-process engine', () => {
   test('delivery is counted and its latency observed', async () => {
     const before = await gw.metric('switchboard_events_fanned_out_total{outcome="local"}');
     const latencyBefore = await gw.metric('switchboard_event_delivery_latency_seconds_count');
+    const inBefore = await gw.metric('switchboard_events_in_total{source="admin_api"}');
     const client = await user('acme', 'metrics', 'u11');
     await gw.publish('websocket.acme.metrics.chats', { event_id: 'x' });
     await client.expect('event');
     assert.equal(await gw.metric('switchboard_events_fanned_out_total{outcome="local"}'), before + 1);
     assert.equal(await gw.metric('switchboard_event_delivery_latency_seconds_count'), latencyBefore + 1);
+    assert.equal(await gw.metric('switchboard_events_in_total{source="admin_api"}'), inBefore + 1);
     const dropped = await gw.metric('switchboard_events_fanned_out_total{outcome="dropped"}');
     await gw.publish('websocket.nobody.here.chats', { event_id: 'y' });
     assert.equal(await gw.metric('switchboard_events_fanned_out_total{outcome="dropped"}'), dropped + 1);

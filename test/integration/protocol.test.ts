@@ -129,3 +129,35 @@ describe('back-pressure', () => {
     fast.close();
   });
 });
+
+describe('permessage-deflate', () => {
+  let gw: TestGateway;
+  before(async () => {
+    gw = await startGateway({ WS_COMPRESSION: 'true' });
+  });
+  after(async () => {
+    await gw.stop();
+  });
+
+  test('is negotiated when enabled, and compressed events arrive intact', async () => {
+    const client = await openClient(await gw.userUrl('acme', 'support', 'zip'), { perMessageDeflate: true });
+    await client.expect('ready');
+    assert.match(client.ws.extensions, /permessage-deflate/);
+    const payload = { event_id: 'z', text: 'compressible '.repeat(500) };
+    await gw.publish('websocket.acme.support.chats', payload);
+    assert.deepEqual((await client.expect('event')).payload, payload);
+    client.close();
+  });
+
+  test('is not negotiated when disabled', async () => {
+    const plain = await startGateway();
+    try {
+      const client = await openClient(await plain.userUrl('acme', 'support', 'zip'), { perMessageDeflate: true });
+      await client.expect('ready');
+      assert.equal(client.ws.extensions, '');
+      client.close();
+    } finally {
+      await plain.stop();
+    }
+  });
+});
