@@ -19,12 +19,45 @@ convict.addFormat({
     typeof value === 'string' ? value.split(',').map((k) => k.trim()).filter((k) => k !== '') : value,
 });
 
+// Environment values are text; only plain decimal digits become numbers, so "0x10" or "1e3" are errors.
+const toInteger = (value: unknown) => (typeof value === 'string' && /^\s*\d+\s*$/.test(value) ? Number(value) : value);
+
 convict.addFormat({
   name: 'positive-int',
   validate(value: unknown) {
-    if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) throw new Error('must be a positive integer');
+    if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) throw new Error('must be a positive whole number');
   },
-  coerce: (value: unknown) => (typeof value === 'string' && value.trim() !== '' ? Number(value) : value),
+  coerce: toInteger,
+});
+
+convict.addFormat({
+  name: 'tcp-port',
+  validate(value: unknown) {
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 65535) {
+      throw new Error('must be a whole number from 0 to 65535 (0 picks a free port)');
+    }
+  },
+  coerce: toInteger,
+});
+
+// convict's Boolean reads every string but "false" as true; an operator writing 0 or no means false.
+const BOOLEAN_WORDS: Readonly<Record<string, boolean>> = { true: true, false: false, '1': true, '0': false, yes: true, no: false, on: true, off: false };
+
+convict.addFormat({
+  name: 'switch',
+  validate(value: unknown) {
+    if (typeof value !== 'boolean') throw new Error('must be true or false (also accepted: 1/0, yes/no, on/off)');
+  },
+  coerce: (value: unknown) => (typeof value === 'string' ? BOOLEAN_WORDS[value.trim().toLowerCase()] ?? value : value),
+});
+
+convict.addFormat({
+  name: 'string-list',
+  validate(value: unknown) {
+    if (!Array.isArray(value) || value.some((item) => typeof item !== 'string')) throw new Error('must be a comma-separated list');
+  },
+  coerce: (value: unknown) =>
+    typeof value === 'string' ? value.split(',').map((item) => item.trim()).filter((item) => item !== '') : value,
 });
 
 convict.addFormat({
@@ -36,7 +69,15 @@ convict.addFormat({
   },
 });
 
-convict.addParser({ extension: ['yml', 'yaml'], parse: (text: string) => YAML.parse(text) as unknown });
+convict.addParser({
+  extension: ['yml', 'yaml'],
+  parse: (text: string) => {
+    const doc: unknown = YAML.parse(text);
+    if (doc === null || doc === undefined) return {};
+    if (typeof doc !== 'object' || Array.isArray(doc)) throw new Error('the top level must be a mapping of keys');
+    return doc;
+  },
+});
 
 /** Start-up configuration errors, one line per bad key, meant to be printed as they are. */
 export class ConfigError extends Error {
@@ -55,6 +96,8 @@ export interface LoadedConfig {
 /** Reads flags, environment and the YAML file (in that precedence), validates strictly and freezes. */
 export function loadConfig(args: readonly string[], env: NodeJS.ProcessEnv): LoadedConfig {
   const envNames = collectEnvNames(schema);
+  const flagLines = unknownFlags(args);
+  if (flagLines.length > 0) throw new ConfigError(flagLines);
   const store = convict(schema, { args: [...args], env });
   const file = store.get('configFile');
   if (file !== '') {
@@ -64,22 +107,35 @@ export function loadConfig(args: readonly string[], env: NodeJS.ProcessEnv): Loa
       throw new ConfigError([`CONFIG_FILE (configFile): cannot load ${file}: ${firstLine(err)}`]);
     }
   }
+  const lines: string[] = [];
   try {
     store.validate({ allowed: 'strict' });
   } catch (err) {
-    throw new ConfigError(
-      String(err instanceof Error ? err.message : err)
+    lines.push(
+      ...String(err instanceof Error ? err.message : err)
         .split('\n')
         .filter((line) => line.trim() !== '')
-        .map((line) => withEnvName(line, envNames)),
+        .map((line) => withEnvName(line, envNames, file)),
     );
   }
   const config = store.getProperties();
-  const lines = crossChecks(config);
-  const generatedKeys = config.env === 'production' ? [] : generateMissingKeys(config);
-  if (config.env === 'production') lines.push(...missingKeyLines(config));
+  // Cross-key checks only make sense on values that passed; missing keys are reported either way.
+  if (lines.length === 0) lines.push(...crossChecks(config));
+  const production = config.env === 'production';
+  if (production) lines.push(...missingKeyLines(config));
   if (lines.length > 0) throw new ConfigError(lines);
+  const generatedKeys = production ? [] : generateMissingKeys(config);
   return { config: deepFreeze(config), generatedKeys };
+}
+
+/** convict ignores flags it does not know; a misspelled flag should stop start-up like a misspelled file key. */
+function unknownFlags(args: readonly string[]): string[] {
+  const known = new Set(collectFlags(schema));
+  return args
+    .filter((arg) => arg.startsWith('--'))
+    .map((arg) => arg.slice(2).split('=')[0] ?? '')
+    .filter((name) => !known.has(name))
+    .map((name) => `--${name}: unknown flag (known: ${[...known].map((f) => `--${f}`).join(', ')})`);
 }
 
 const KEY_ENV: ReadonlyArray<readonly [string, (c: Config) => string | readonly string[]]> = [
@@ -90,7 +146,7 @@ const KEY_ENV: ReadonlyArray<readonly [string, (c: Config) => string | readonly 
 ];
 
 function missingKeyLines(config: Config): string[] {
-  return KEY_ENV.filter(([, read]) => read(config).length === 0).map(
+  return KEY_ENV.filter(([, read]) => isBlank(read(config))).map(
     ([name]) => `${name}: required when NODE_ENV=production`,
   );
 }
@@ -101,7 +157,7 @@ function generateMissingKeys(config: Config): string[] {
   const generated: string[] = [];
   const fill = (name: string, field: string, value: string | string[]) => {
     const current = mutable.auth[field];
-    if ((typeof current === 'string' || Array.isArray(current)) && current.length === 0) {
+    if ((typeof current === 'string' || Array.isArray(current)) && isBlank(current)) {
       mutable.auth[field] = value;
       generated.push(name);
     }
@@ -113,8 +169,16 @@ function generateMissingKeys(config: Config): string[] {
   return generated;
 }
 
+function isBlank(value: string | readonly string[]): boolean {
+  return typeof value === 'string' ? value.trim() === '' : value.length === 0;
+}
+
 function crossChecks(config: Config): string[] {
   const lines: string[] = [];
+  const { secretToken, adminSecretToken } = config.auth;
+  if (secretToken !== '' && secretToken === adminSecretToken) {
+    lines.push('ADMIN_SECRET_TOKEN: must differ from SECRET_TOKEN, or the user key would open the admin API');
+  }
   const ports = [
     ['PORT', config.server.port],
     ['ADMIN_PORT', config.admin.port],
@@ -139,6 +203,14 @@ function crossChecks(config: Config): string[] {
   return lines;
 }
 
+function collectFlags(node: object): string[] {
+  return Object.values(node).flatMap((value: unknown) => {
+    if (value === null || typeof value !== 'object') return [];
+    if ('default' in value) return 'arg' in value && typeof value.arg === 'string' ? [value.arg] : [];
+    return collectFlags(value);
+  });
+}
+
 function collectEnvNames(node: object, prefix = ''): Map<string, string> {
   const names = new Map<string, string>();
   for (const [key, value] of Object.entries(node)) {
@@ -154,9 +226,9 @@ function collectEnvNames(node: object, prefix = ''): Map<string, string> {
 }
 
 /** Convict reports `path: message`; operators know the environment names, so lead with those. */
-function withEnvName(line: string, envNames: ReadonlyMap<string, string>): string {
+function withEnvName(line: string, envNames: ReadonlyMap<string, string>, file: string): string {
   const match = /^([\w.]+): (.*)$/.exec(line.trim());
-  if (match === null) return line.trim();
+  if (match === null) return file === '' ? line.trim() : `CONFIG_FILE (${file}): ${line.trim()}`;
   const [, path = '', rest = ''] = match;
   const envName = envNames.get(path);
   return envName === undefined ? `${path}: ${rest}` : `${envName} (${path}): ${rest}`;

@@ -41,7 +41,7 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 
 const port = (doc: string, def: number, envName: string, arg: string) => ({
   doc,
-  format: 'port',
+  format: 'tcp-port',
   default: def,
   env: envName,
   arg,
@@ -88,7 +88,7 @@ export const schema: Schema<Config> = {
     tokenAesKeys: { doc: 'User token keys, 64 hex chars each, comma-separated; the first mints.', format: 'aes-key-list', default: [], env: 'TOKEN_AES_KEY', sensitive: true },
     adminTokenAesKeys: { doc: 'Admin token keys, 64 hex chars each, comma-separated; the first mints.', format: 'aes-key-list', default: [], env: 'ADMIN_TOKEN_AES_KEY', sensitive: true },
     tokenCacheTtlMs: { doc: 'How long a verified token is cached (never past its expiry).', format: 'positive-int', default: 30_000, env: 'TOKEN_CACHE_TTL_MS' },
-    rejectBeforeUpgrade: { doc: 'Answer auth failures with an HTTP status instead of an error frame and close code.', format: Boolean, default: false, env: 'REJECT_BEFORE_UPGRADE' },
+    rejectBeforeUpgrade: { doc: 'Answer auth failures with an HTTP status instead of an error frame and close code.', format: 'switch', default: false, env: 'REJECT_BEFORE_UPGRADE' },
   },
   tls: {
     certFile: { doc: 'PEM certificate; with TLS_KEY_FILE the public listener speaks wss.', format: String, default: '', env: 'TLS_CERT_FILE' },
@@ -104,8 +104,8 @@ export const schema: Schema<Config> = {
     maxFrameBytes: { doc: 'Largest client frame; larger ones close the connection with 1009.', format: 'positive-int', default: 64 * 1024, env: 'MAX_FRAME_BYTES' },
     sendBufferBytes: { doc: 'Send-buffer ceiling per connection; past it the client is closed with 4408.', format: 'positive-int', default: 1024 * 1024, env: 'SEND_BUFFER_BYTES' },
     heartbeatIntervalMs: { doc: 'Ping interval; a connection that misses two pongs is closed.', format: 'positive-int', default: 20_000, env: 'HEARTBEAT_INTERVAL_MS' },
-    allowedOrigins: { doc: 'Comma-separated Origin allow-list; empty allows any origin.', format: Array, default: [], env: 'ALLOWED_ORIGINS' },
-    compression: { doc: 'Offer permessage-deflate.', format: Boolean, default: false, env: 'WS_COMPRESSION' },
+    allowedOrigins: { doc: 'Comma-separated Origin allow-list; empty allows any origin.', format: 'string-list', default: [], env: 'ALLOWED_ORIGINS' },
+    compression: { doc: 'Offer permessage-deflate.', format: 'switch', default: false, env: 'WS_COMPRESSION' },
   },
   limits: {
     messagesPerSecond: { doc: 'Client messages per second per connection (sustained).', format: 'positive-int', default: 10, env: 'RATE_LIMIT_PER_SECOND' },
@@ -113,7 +113,7 @@ export const schema: Schema<Config> = {
     badFramesPerMinute: { doc: 'Malformed frames tolerated per minute before closing with 4400.', format: 'positive-int', default: 10, env: 'BAD_FRAME_LIMIT' },
   },
   sessions: {
-    multiDevice: { doc: 'Allow several connections per identity instead of newest-wins.', format: Boolean, default: false, env: 'MULTI_DEVICE' },
+    multiDevice: { doc: 'Allow several connections per identity instead of newest-wins.', format: 'switch', default: false, env: 'MULTI_DEVICE' },
     maxDevicesPerIdentity: { doc: 'With MULTI_DEVICE, live connections per identity; the oldest is replaced past it.', format: 'positive-int', default: 5, env: 'MAX_DEVICES_PER_IDENTITY' },
   },
   lifecycle: {
