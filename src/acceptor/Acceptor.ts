@@ -1,15 +1,14 @@
-import { randomUUID } from 'node:crypto';
 import * as uWS from 'uWebSockets.js';
 import type { HttpResponse, TemplatedApp, us_listen_socket, us_socket_context_t, WebSocket } from 'uWebSockets.js';
 import type { Authenticator } from '../auth/Authenticator.js';
-import type { VerifiedToken } from '../auth/TokenCache.js';
 import { CloseCode, ERRORS, GatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redactUrl } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { routeKey, type Route, type RouteRegistry } from '../routes/RouteRegistry.js';
-import { isValidIdentifier, type Identity, type SessionStore } from '../sessions/SessionStore.js';
-import { Connection, type ConnectionLimits, type SocketData } from './Connection.js';
+import type { SessionStore } from '../sessions/SessionStore.js';
+import { Admission, type Admitted } from './Admission.js';
+import type { Connection, ConnectionLimits, SocketData } from './Connection.js';
 import type { ConnectionIndex } from './ConnectionIndex.js';
 import { chooseSubprotocol, readHandshake, type HandshakeRequest } from './handshake.js';
 import { errorFrame, parseClientFrame, READY_FRAME } from './protocol.js';
@@ -39,8 +38,6 @@ export interface AcceptorDeps {
   readonly isReady: () => boolean;
 }
 
-type Handshake = { readonly connection: Connection } | { readonly rejection: GatewayError };
-
 // The repack's type declarations list the compression constants as types only; they exist at run time.
 const { SHARED_COMPRESSOR, DISABLED } = uWS as unknown as { readonly SHARED_COMPRESSOR: number; readonly DISABLED: number };
 
@@ -48,10 +45,13 @@ const { SHARED_COMPRESSOR, DISABLED } = uWS as unknown as { readonly SHARED_COMP
 // ours and the handler closes oversize frames itself with 1009 and a reason.
 const HARD_PAYLOAD_FACTOR = 4;
 const MISSED_PONGS_BEFORE_CLOSE = 2;
+// Frames a client may send before `ready`; they are replayed in order once it is sent.
+const MAX_EARLY_FRAMES = 16;
 
 /** The public listener: WebSocket endpoints, /health and /ready on uWebSockets.js. */
 export class Acceptor {
   readonly #app: TemplatedApp;
+  readonly #admission: Admission;
   #listenSocket: us_listen_socket | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
   #accepting = true;
@@ -60,6 +60,7 @@ export class Acceptor {
     private readonly options: AcceptorOptions,
     private readonly deps: AcceptorDeps,
   ) {
+    this.#admission = new Admission(deps.authenticator, deps.sessions, options.limits, deps.metrics);
     const { tls } = options;
     this.#app = tls.certFile === '' ? uWS.App() : uWS.SSLApp({ cert_file_name: tls.certFile, key_file_name: tls.keyFile });
     const behavior = {
@@ -70,10 +71,10 @@ export class Acceptor {
       closeOnBackpressureLimit: false,
       idleTimeout: 0,
       sendPingsAutomatically: false,
-      open: (ws: WebSocket<SocketData>) => this.#onOpen(ws),
+      open: (ws: WebSocket<SocketData>) => void this.#establish(ws),
       message: (ws: WebSocket<SocketData>, message: ArrayBuffer, isBinary: boolean) => this.#onMessage(ws, message, isBinary),
       pong: (ws: WebSocket<SocketData>) => this.#onPong(ws),
-      close: (ws: WebSocket<SocketData>) => this.#onClose(ws),
+      close: (ws: WebSocket<SocketData>, code: number) => this.#onClose(ws, code),
     };
     this.#app
       .ws<SocketData>('/ws/admin', { ...behavior, upgrade: (res, req, context) => this.#onUpgrade(res, readHandshake(req, 'admin'), context) })
@@ -115,127 +116,96 @@ export class Acceptor {
     this.#app.close();
   }
 
+  /** Answers the upgrade synchronously; the handshake itself finishes in #establish. */
   #onUpgrade(res: HttpResponse, request: HandshakeRequest, context: us_socket_context_t): void {
-    let aborted = false;
-    res.onAborted(() => {
-      aborted = true;
-    });
     if (this.options.allowedOrigins.length > 0 && !this.options.allowedOrigins.includes(request.origin)) {
       this.deps.metrics.authFailures.inc({ stage: 'origin', token_type: request.kind });
       json(res, 403, { code: 'Forbidden', message: 'origin not allowed' });
       return;
     }
-    this.#handshake(request).then(
-      (outcome) => {
-        if (aborted) {
-          if ('connection' in outcome) void this.#releaseSession(outcome.connection);
-          return;
-        }
-        if ('rejection' in outcome) {
-          this.deps.log.debug({ url: redactUrl(request.url), code: outcome.rejection.code, reason: outcome.rejection.message }, 'handshake refused');
-        }
-        res.cork(() => {
-          if ('rejection' in outcome && this.options.rejectBeforeUpgrade) {
-            const error = outcome.rejection;
-            json(res, ERRORS[error.code].http, error.toPayload());
-            return;
-          }
-          res.upgrade<SocketData>(
-            outcome,
-            request.secWebSocketKey,
-            chooseSubprotocol(request.secWebSocketProtocol),
-            request.secWebSocketExtensions,
-            context,
-          );
-        });
-      },
-      (err: unknown) => {
-        this.deps.log.error({ err, url: redactUrl(request.url) }, 'handshake failed unexpectedly');
-        if (!aborted) res.cork(() => json(res, 500, { code: 'InternalServerError', message: 'internal error' }));
-      },
-    );
+    if (this.options.rejectBeforeUpgrade) {
+      const refusal = this.#accepting ? this.#admission.precheck(request, Date.now()) : shuttingDown();
+      if (refusal !== undefined) {
+        this.deps.log.debug({ url: redactUrl(request.url), code: refusal.code, reason: refusal.message }, 'handshake refused');
+        json(res, ERRORS[refusal.code].http, refusal.toPayload());
+        return;
+      }
+    }
+    const data: SocketData = { request, connection: undefined, early: [], closed: false };
+    res.upgrade<SocketData>(data, request.secWebSocketKey, chooseSubprotocol(request.secWebSocketProtocol), request.secWebSocketExtensions, context);
   }
 
-  async #handshake(request: HandshakeRequest): Promise<Handshake> {
-    const { metrics } = this.deps;
-    if (!this.#accepting) return reject('ServiceUnavailable', 'the pod is shutting down; connect again');
-    if (request.kind === 'user' && (!isValidIdentifier(request.companyId) || !isValidIdentifier(request.agentId))) {
-      return reject('BadRequest', 'company and agent in the path must be 1-128 characters without whitespace, ".", ":", "*", ">" or "/"');
-    }
-    const now = Date.now();
-    const auth = await this.deps.authenticator.authenticate(request.kind, request.apiKey, request.token, now);
-    if (!auth.ok) {
-      metrics.authFailures.inc({ stage: auth.failure.stage, token_type: request.kind });
-      return reject(auth.failure.code, auth.failure.message);
-    }
-    const identity = identityOf(auth.token);
-    const mismatch = pathMismatch(request, auth.token);
-    if (mismatch !== undefined) {
-      metrics.authFailures.inc({ stage: 'path', token_type: request.kind });
-      return reject('InvalidToken', mismatch);
-    }
-    const connection = new Connection(
-      randomUUID(),
-      request.kind,
-      identity,
-      auth.token.kind === 'admin' ? auth.token.claims : undefined,
-      now,
-      this.options.limits,
-      () => metrics.slowConsumerCloses.inc(),
-    );
-    try {
-      connection.lease = await this.deps.sessions.acquire(identity, connection);
-    } catch (err) {
-      if (err instanceof GatewayError) return { rejection: err };
-      throw err;
-    }
-    return { connection };
-  }
-
-  #onOpen(ws: WebSocket<SocketData>): void {
+  /** Runs the handshake for an open socket: refusal → error frame and close; success → route, `ready`, early frames. */
+  async #establish(ws: WebSocket<SocketData>): Promise<void> {
     const data = ws.getUserData();
-    if ('rejection' in data) {
-      const { rejection } = data;
+    const { request } = data;
+    let outcome: Admitted;
+    try {
+      outcome = this.#accepting ? await this.#admission.admit(request, Date.now()) : { rejection: shuttingDown() };
+    } catch (err) {
+      this.deps.log.error({ err, url: redactUrl(request.url) }, 'handshake failed unexpectedly');
+      outcome = { rejection: new GatewayError('InternalServerError', 'internal error') };
+    }
+    if (data.closed) {
+      if ('connection' in outcome) void this.#releaseSession(outcome.connection);
+      return;
+    }
+    if ('rejection' in outcome) {
+      const { rejection } = outcome;
+      this.deps.log.debug({ url: redactUrl(request.url), code: rejection.code, reason: rejection.message }, 'handshake refused');
       ws.cork(() => {
         ws.send(errorFrame(rejection.toPayload()), false);
         ws.end(ERRORS[rejection.code].close, ERRORS[rejection.code].reason);
       });
       return;
     }
-    const { connection } = data;
+    const { connection } = outcome;
+    data.connection = connection;
     connection.attach(ws);
-    if (connection.closed) return;
-    this.deps.index.add(connection);
-    this.deps.metrics.connectionsActive.inc({ type: connection.type });
     const route: Route =
       connection.identity.kind === 'user'
         ? { kind: 'agent', companyId: connection.identity.companyId, agentId: connection.identity.agentId }
         : { kind: 'admins' };
-    this.#holdRoute(connection, route).then(
-      () => {
-        if (connection.closed) return;
-        connection.ready = true;
-        this.deps.metrics.connectionsOpened.inc({ type: connection.type });
-        this.#log(connection).debug('connection ready');
-        connection.send(READY_FRAME);
-      },
-      (err: unknown) => {
-        this.#log(connection).error({ err }, 'could not register the route; closing');
-        connection.fail(new GatewayError('ServiceUnavailable', 'could not register the connection; connect again'));
-      },
-    );
+    try {
+      await this.#holdRoute(connection, route);
+    } catch (err) {
+      this.#log(connection).error({ err }, 'could not register the route; closing');
+      connection.fail(new GatewayError('ServiceUnavailable', 'could not register the connection; connect again'));
+      return;
+    }
+    if (connection.closed) return;
+    // Indexed only now, so no event can reach the client before `ready`.
+    this.deps.index.add(connection);
+    this.deps.metrics.connectionsActive.inc({ type: connection.type });
+    this.deps.metrics.connectionsOpened.inc({ type: connection.type });
+    connection.ready = true;
+    connection.send(READY_FRAME);
+    this.#log(connection).debug('connection ready');
+    for (const frame of data.early.splice(0)) {
+      if (connection.closed) break;
+      this.#handleFrame(connection, frame.message, frame.isBinary);
+    }
   }
 
   #onMessage(ws: WebSocket<SocketData>, message: ArrayBuffer, isBinary: boolean): void {
     const data = ws.getUserData();
-    if (!('connection' in data)) return;
-    const { connection } = data;
-    const { metrics } = this.deps;
-    connection.missedPongs = 0;
     if (message.byteLength > this.options.maxFrameBytes) {
-      connection.close(CloseCode.MessageTooBig, `frame over ${this.options.maxFrameBytes} bytes`);
+      if (data.connection !== undefined) data.connection.close(CloseCode.MessageTooBig, tooBig(this.options.maxFrameBytes));
+      else if (!data.closed) ws.end(CloseCode.MessageTooBig, tooBig(this.options.maxFrameBytes));
       return;
     }
+    const { connection } = data;
+    if (connection === undefined || !connection.ready) {
+      if (data.early.length < MAX_EARLY_FRAMES) data.early.push({ message: message.slice(0), isBinary });
+      else ws.send(errorFrame({ code: 'BadRequest', message: `at most ${MAX_EARLY_FRAMES} frames before "ready"; this one was dropped` }), false);
+      return;
+    }
+    this.#handleFrame(connection, message, isBinary);
+  }
+
+  #handleFrame(connection: Connection, message: ArrayBuffer, isBinary: boolean): void {
+    const { metrics } = this.deps;
+    connection.missedPongs = 0;
     const now = Date.now();
     if (!connection.messages.take(now)) {
       metrics.rateLimitHits.inc();
@@ -273,15 +243,17 @@ export class Acceptor {
   }
 
   #onPong(ws: WebSocket<SocketData>): void {
-    const data = ws.getUserData();
-    if ('connection' in data) data.connection.missedPongs = 0;
+    const { connection } = ws.getUserData();
+    if (connection !== undefined) connection.missedPongs = 0;
   }
 
-  #onClose(ws: WebSocket<SocketData>): void {
+  #onClose(ws: WebSocket<SocketData>, code: number): void {
     const data = ws.getUserData();
-    if (!('connection' in data)) return;
+    data.closed = true;
     const { connection } = data;
+    if (connection === undefined) return;
     connection.markClosed();
+    this.#log(connection).debug({ code, ready: connection.ready }, 'connection closed');
     const { index, metrics } = this.deps;
     if (index.remove(connection)) {
       metrics.connectionsActive.dec({ type: connection.type });
@@ -344,26 +316,12 @@ export class Acceptor {
   }
 }
 
-function reject(code: GatewayError['code'], message: string): Handshake {
-  return { rejection: new GatewayError(code, message) };
+function shuttingDown(): GatewayError {
+  return new GatewayError('ServiceUnavailable', 'the pod is shutting down; connect again');
 }
 
-function identityOf(token: VerifiedToken): Identity {
-  return token.kind === 'user'
-    ? { kind: 'user', companyId: token.claims.companyId, agentId: token.claims.agentId, userId: token.claims.userId }
-    : { kind: 'admin', adminId: token.claims.adminId };
-}
-
-/** The token's company, agent and (if given) user must match the URL. */
-function pathMismatch(request: HandshakeRequest, token: VerifiedToken): string | undefined {
-  if (token.kind !== 'user') return undefined;
-  const { claims } = token;
-  if (claims.companyId !== request.companyId || claims.agentId !== request.agentId) {
-    return 'token company/agent do not match the path';
-  }
-  if (request.userParam !== undefined && request.userParam !== claims.userId) return 'token user does not match ?user=';
-  if (!isValidIdentifier(claims.userId)) return 'token user id has characters that cannot be used';
-  return undefined;
+function tooBig(limit: number): string {
+  return `frame over ${limit} bytes`;
 }
 
 function json(res: HttpResponse, status: number, body: unknown): void {

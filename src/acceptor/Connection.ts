@@ -4,11 +4,28 @@ import { CloseCode, ERRORS, GatewayError } from '../errors.js';
 import type { ConnectionType } from '../metrics.js';
 import type { Route } from '../routes/RouteRegistry.js';
 import type { Identity, RevokeReason, SessionHolder, SessionLease } from '../sessions/SessionStore.js';
+import type { HandshakeRequest } from './handshake.js';
 import { errorFrame } from './protocol.js';
 import { TokenBucket } from './TokenBucket.js';
 
-/** What uWebSockets.js keeps per socket: a connection, or the reason a handshake was refused. */
-export type SocketData = { readonly connection: Connection } | { readonly rejection: GatewayError };
+/** A client frame kept until the connection is ready (uWS reuses its buffers, so this is a copy). */
+export interface EarlyFrame {
+  readonly message: ArrayBuffer;
+  readonly isBinary: boolean;
+}
+
+/**
+ * What uWebSockets.js keeps per socket. The upgrade is answered at once and the handshake
+ * (token cache, session) finishes after open: uWS drops sockets upgraded from async code.
+ */
+export interface SocketData {
+  readonly request: HandshakeRequest;
+  /** Set once the handshake admitted the connection. */
+  connection: Connection | undefined;
+  /** Frames that came before `ready`, replayed once it is sent. */
+  readonly early: EarlyFrame[];
+  closed: boolean;
+}
 
 /** Per-connection limits, from the configuration. */
 export interface ConnectionLimits {

@@ -38,28 +38,49 @@ export class Authenticator {
 
   /** Checks the API key, then the token (from the cache when it was verified recently). */
   async authenticate(kind: TokenKind, apiKey: string | undefined, token: string | undefined, nowMs: number): Promise<AuthResult> {
-    if (!this.apiKeyMatches(kind, apiKey)) {
-      return fail('api_key', 'InvalidAPIKey', apiKey === undefined || apiKey === '' ? 'missing API key' : 'wrong API key');
-    }
-    if (token === undefined || token === '') return fail('token', 'InvalidToken', 'missing token');
-    const digest = sha256(token).toString('hex');
+    const presented = this.#presentedToken(kind, apiKey, token);
+    if (typeof presented !== 'string') return presented;
+    const digest = sha256(presented).toString('hex');
     const cached = await this.cache.get(digest);
     if (cached !== undefined && cached.kind === kind && cached.claims.expiresAtMs > nowMs) {
       return { ok: true, token: cached };
     }
-    let verified: VerifiedToken;
+    const result = this.#verify(kind, presented, nowMs);
+    if (result.ok) {
+      const ttlMs = Math.min(this.cacheTtlMs, result.token.claims.expiresAtMs - nowMs);
+      if (ttlMs > 0) await this.cache.set(digest, result.token, ttlMs);
+    }
+    return result;
+  }
+
+  /** The same checks without the cache, synchronously (for answering before the upgrade). */
+  authenticateNow(kind: TokenKind, apiKey: string | undefined, token: string | undefined, nowMs: number): AuthResult {
+    const presented = this.#presentedToken(kind, apiKey, token);
+    return typeof presented === 'string' ? this.#verify(kind, presented, nowMs) : presented;
+  }
+
+  /** The token to verify once the API key matched, or why the credentials are refused outright. */
+  #presentedToken(kind: TokenKind, apiKey: string | undefined, token: string | undefined): string | AuthResult {
+    if (!this.apiKeyMatches(kind, apiKey)) {
+      return fail('api_key', 'InvalidAPIKey', apiKey === undefined || apiKey === '' ? 'missing API key' : 'wrong API key');
+    }
+    if (token === undefined || token === '') return fail('token', 'InvalidToken', 'missing token');
+    return token;
+  }
+
+  #verify(kind: TokenKind, token: string, nowMs: number): AuthResult {
     try {
-      verified =
-        kind === 'user'
-          ? { kind, claims: this.keys.user.codec.verifyUser(token, nowMs) }
-          : { kind, claims: this.keys.admin.codec.verifyAdmin(token, nowMs) };
+      return {
+        ok: true,
+        token:
+          kind === 'user'
+            ? { kind, claims: this.keys.user.codec.verifyUser(token, nowMs) }
+            : { kind, claims: this.keys.admin.codec.verifyAdmin(token, nowMs) },
+      };
     } catch (err) {
       if (err instanceof TokenError) return fail('token', 'InvalidToken', err.message);
       throw err;
     }
-    const ttlMs = Math.min(this.cacheTtlMs, verified.claims.expiresAtMs - nowMs);
-    if (ttlMs > 0) await this.cache.set(digest, verified, ttlMs);
-    return { ok: true, token: verified };
   }
 }
 

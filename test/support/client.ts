@@ -17,6 +17,9 @@ export class TestClient {
   readonly #queue: ServerFrame[] = [];
   readonly #waiters: Array<() => void> = [];
   readonly closed: Promise<CloseInfo>;
+  #closeInfo: CloseInfo | undefined;
+  /** The transport error, if the connection failed with one (it explains a 1006). */
+  error: Error | undefined;
   /** Raw text of every frame received, in order (for the fuzz test's well-formedness checks). */
   readonly raw: string[] = [];
 
@@ -29,11 +32,15 @@ export class TestClient {
     });
     this.closed = new Promise((resolve) => {
       ws.on('close', (code, reason) => {
-        resolve({ code, reason: reason.toString() });
+        this.#closeInfo = { code, reason: reason.toString() };
+        resolve(this.#closeInfo);
         this.#wake();
       });
     });
-    ws.on('error', () => this.#wake());
+    ws.on('error', (err) => {
+      this.error = err;
+      this.#wake();
+    });
   }
 
   get isOpen(): boolean {
@@ -51,7 +58,11 @@ export class TestClient {
     for (;;) {
       const frame = this.#queue.shift();
       if (frame !== undefined) return frame;
-      if (this.ws.readyState === WebSocket.CLOSED) throw new Error('connection closed while waiting for a frame');
+      if (this.ws.readyState === WebSocket.CLOSED) {
+        throw new Error(
+          `connection closed (${JSON.stringify(this.#closeInfo)}${this.error === undefined ? '' : `, ${this.error.message}`}) while waiting for a frame; received ${JSON.stringify(this.raw)}`,
+        );
+      }
       const left = until - Date.now();
       if (left <= 0) throw new Error(`no frame within ${timeoutMs} ms`);
       await new Promise<void>((resolve) => {
