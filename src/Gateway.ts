@@ -5,16 +5,13 @@ import { Authenticator } from './auth/Authenticator.js';
 import { parseAesKeys, TokenCodec } from './auth/tokenCodec.js';
 import type { Config } from './config/schema.js';
 import { Dispatch } from './dispatch/Dispatch.js';
+import type { Engine } from './engine/Engine.js';
+import { LocalEngine } from './engine/LocalEngine.js';
 import { LocalEventSource } from './engine/LocalEventSource.js';
-import { LocalPods } from './engine/LocalPods.js';
-import { LocalRoutes } from './engine/LocalRoutes.js';
-import { LocalSessions } from './engine/LocalSessions.js';
-import { LocalTokenCache } from './engine/LocalTokenCache.js';
 import { CloseCode } from './errors.js';
 import type { Logger } from './log.js';
 import { Metrics } from './metrics.js';
-
-const TOKEN_CACHE_ENTRIES = 100_000;
+import { RedisEngine } from './redis/RedisEngine.js';
 
 /** The ports a started gateway listens on. */
 export interface BoundPorts {
@@ -28,6 +25,7 @@ export class Gateway {
   readonly codecs: { readonly user: TokenCodec; readonly admin: TokenCodec };
   readonly #log: Logger;
   readonly #config: Config;
+  readonly #engine: Engine;
   readonly #events: LocalEventSource;
   readonly #dispatch: Dispatch;
   readonly #acceptor: Acceptor;
@@ -40,24 +38,22 @@ export class Gateway {
     this.#log = log;
     this.podId = `${config.pod.ip}:${config.grpc.port}`;
     const metrics = new Metrics(config.metrics.prefix);
-    const startedAtMs = Date.now();
     this.codecs = {
       user: new TokenCodec(parseAesKeys(config.auth.tokenAesKeys)),
       admin: new TokenCodec(parseAesKeys(config.auth.adminTokenAesKeys)),
     };
+    const index = new ConnectionIndex();
+    const engine = createEngine(config, this.podId, () => index.size, metrics, log);
+    this.#engine = engine;
+    const { sessions, routes } = engine;
     const authenticator = new Authenticator(
       {
         user: { apiKey: config.auth.secretToken, codec: this.codecs.user },
         admin: { apiKey: config.auth.adminSecretToken, codec: this.codecs.admin },
       },
-      new LocalTokenCache(TOKEN_CACHE_ENTRIES),
+      engine.tokenCache,
       config.auth.tokenCacheTtlMs,
     );
-    const sessions = new LocalSessions(this.podId, {
-      maxDevices: config.sessions.multiDevice ? config.sessions.maxDevicesPerIdentity : 1,
-    });
-    const routes = new LocalRoutes(this.podId);
-    const index = new ConnectionIndex();
     this.#events = new LocalEventSource();
     this.#dispatch = new Dispatch({ routes, local: index, podId: this.podId }, metrics, log.child({ part: 'dispatch' }));
     this.#acceptor = new Acceptor(
@@ -77,14 +73,14 @@ export class Gateway {
           badFramesPerMinute: config.limits.badFramesPerMinute,
         },
       },
-      { authenticator, sessions, routes, index, metrics, log: log.child({ part: 'acceptor' }), isReady: () => this.#ready },
+      { authenticator, sessions, routes, index, metrics, log: log.child({ part: 'acceptor' }), isReady: () => this.#ready && engine.isHealthy() },
     );
     this.#admin = new AdminApi(config.admin, {
       authenticator,
       codecs: this.codecs,
       events: this.#events,
       sessions,
-      pods: new LocalPods(this.podId, startedAtMs, () => index.size),
+      pods: engine.pods,
       registry: metrics.registry,
       log: log.child({ part: 'admin' }),
     });
@@ -92,11 +88,12 @@ export class Gateway {
 
   /** Starts every part in order; /ready turns 200 last. */
   async start(): Promise<BoundPorts> {
+    await this.#engine.start();
     await this.#events.start(this.#dispatch.handle);
     const admin = await this.#admin.start();
     const publicPort = await this.#acceptor.start();
     this.#ready = true;
-    this.#log.info({ port: publicPort, admin_port: admin, engine: 'in-process' }, 'gateway ready');
+    this.#log.info({ port: publicPort, admin_port: admin, engine: this.#engine.name }, 'gateway ready');
     return { public: publicPort, admin };
   }
 
@@ -113,6 +110,7 @@ export class Gateway {
       ['stop events', () => this.#events.stop()],
       ['close connections', () => this.#acceptor.closeAll(CloseCode.GoingAway, 'going-away', Math.max(0, deadline - Date.now()))],
       ['stop acceptor', () => this.#acceptor.stop()],
+      ['release sessions and routes', () => this.#engine.stop()],
       ['stop admin API', () => this.#admin.stop()],
     ];
     // Each step runs even when an earlier one failed, so one fault does not leave the rest open.
@@ -125,4 +123,21 @@ export class Gateway {
     }
     this.#log.info('gateway stopped');
   }
+}
+
+/** The in-process engine on a bare machine; Redis when REDIS_URL is set. */
+function createEngine(config: Config, podId: string, connectionCount: () => number, metrics: Metrics, log: Logger): Engine {
+  const maxDevices = config.sessions.multiDevice ? config.sessions.maxDevicesPerIdentity : 1;
+  if (config.redis.url === '') return new LocalEngine(podId, maxDevices, connectionCount);
+  return new RedisEngine(
+    {
+      redis: { url: config.redis.url, commandTimeoutMs: config.redis.commandTimeoutMs },
+      lease: config.cluster,
+      podId,
+      maxDevices,
+      connectionCount,
+    },
+    metrics,
+    log,
+  );
 }

@@ -22,6 +22,12 @@ export class Metrics {
   readonly slowConsumerCloses: Counter;
   readonly rateLimitHits: Counter;
   readonly badFrames: Counter;
+  readonly redisOpDuration: Histogram<'op' | 'outcome'>;
+  readonly redisUp: Gauge;
+  readonly sessionAcquisitions: Counter<'result'>;
+  readonly sessionTakeovers: Counter;
+  readonly leaseLosses: Counter<'reason'>;
+  readonly routesHeld: Gauge;
 
   constructor(prefix: string) {
     const registers = [this.registry];
@@ -93,6 +99,40 @@ export class Metrics {
     this.badFrames = new Counter({
       name: `${prefix}bad_frames_total`,
       help: 'Client frames answered with BadRequest.',
+      registers,
+    });
+    this.redisOpDuration = new Histogram({
+      name: `${prefix}redis_op_duration_seconds`,
+      help: 'Redis operations by name and outcome.',
+      labelNames: ['op', 'outcome'],
+      buckets: [0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers,
+    });
+    this.redisUp = new Gauge({
+      name: `${prefix}redis_up`,
+      help: '1 while Redis answers, 0 otherwise (only with REDIS_URL).',
+      registers,
+    });
+    this.sessionAcquisitions = new Counter({
+      name: `${prefix}session_acquisitions_total`,
+      help: 'Session acquisitions by result (acquired, unavailable).',
+      labelNames: ['result'],
+      registers,
+    });
+    this.sessionTakeovers = new Counter({
+      name: `${prefix}session_takeovers_total`,
+      help: 'Acquisitions that replaced a live connection (possibly on another pod).',
+      registers,
+    });
+    this.leaseLosses = new Counter({
+      name: `${prefix}session_lease_losses_total`,
+      help: 'Sessions closed because their lease lapsed (1012) or another connection held it (4402).',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.routesHeld = new Gauge({
+      name: `${prefix}routes_held`,
+      help: 'Routes this pod holds in the registry.',
       registers,
     });
     collectDefaultMetrics({ register: this.registry, prefix });

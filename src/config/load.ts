@@ -197,8 +197,13 @@ function crossChecks(config: Config): string[] {
   if (config.limits.messageBurst < config.limits.messagesPerSecond) {
     lines.push('RATE_LIMIT_BURST: must be at least RATE_LIMIT_PER_SECOND');
   }
-  // The cluster engines are not in this version; silently running in-process instead would split the cluster.
-  if (config.redis.url !== '') lines.push('REDIS_URL: the Redis cluster engine is not available in this version; leave it empty');
+  if (config.redis.url !== '' && !/^rediss?:\/\//.test(config.redis.url)) {
+    lines.push('REDIS_URL: must start with redis:// or rediss://');
+  }
+  if (config.cluster.renewIntervalMs * 3 > config.cluster.leaseMs) {
+    lines.push('LEASE_RENEW_INTERVAL_MS: must be at most a third of LEASE_TTL_MS, so a lease survives a missed renewal');
+  }
+  // The NATS event source is not in this version; silently ignoring it would drop every event.
   if (config.nats.url !== '') lines.push('NATS_URL: the NATS event source is not available in this version; leave it empty');
   return lines;
 }

@@ -8,7 +8,8 @@ export interface Config {
   readonly admin: { readonly host: string; readonly port: number };
   readonly grpc: { readonly port: number };
   readonly pod: { readonly ip: string };
-  readonly redis: { readonly url: string };
+  readonly redis: { readonly url: string; readonly commandTimeoutMs: number };
+  readonly cluster: { readonly leaseMs: number; readonly renewIntervalMs: number };
   readonly nats: { readonly url: string };
   readonly auth: {
     readonly secretToken: string;
@@ -78,6 +79,11 @@ export const schema: Schema<Config> = {
   },
   redis: {
     url: { doc: 'redis://host:port/db; empty runs the in-process engine.', format: String, default: '', env: 'REDIS_URL', arg: 'redis-url' },
+    commandTimeoutMs: { doc: 'A Redis command slower than this fails (a hung Redis is treated as unreachable).', format: 'positive-int', default: 1000, env: 'REDIS_COMMAND_TIMEOUT_MS' },
+  },
+  cluster: {
+    leaseMs: { doc: 'Lease of session locks, route entries and pod heartbeats in Redis.', format: 'positive-int', default: 30_000, env: 'LEASE_TTL_MS' },
+    renewIntervalMs: { doc: 'How often leases are renewed; at most a third of LEASE_TTL_MS.', format: 'positive-int', default: 10_000, env: 'LEASE_RENEW_INTERVAL_MS' },
   },
   nats: {
     url: { doc: 'nats://host:port[,...]; empty means events arrive only through /admin/publish.', format: String, default: '', env: 'NATS_URL', arg: 'nats-url' },

@@ -58,9 +58,15 @@ export class Dispatch {
     }
     const { target } = check;
     const owners = await this.deps.routes.owners(routeFor(target));
+    const remote = owners.filter((pod) => pod !== this.deps.podId);
+    if (remote.length > 0) {
+      // Pod-to-pod forwarding is not in this version: say so rather than lose events quietly.
+      this.metrics.eventsFannedOut.inc({ outcome: 'dropped' }, remote.length);
+      this.log.warn({ request_id: event.requestId, subject: event.subject, pods: remote }, 'event owners on other pods cannot be reached: forwarding is not available');
+    }
     if (!owners.includes(this.deps.podId)) {
-      this.metrics.eventsFannedOut.inc({ outcome: 'dropped' });
-      this.log.debug({ request_id: event.requestId, subject: event.subject }, 'no connection wants this event');
+      if (owners.length === 0) this.metrics.eventsFannedOut.inc({ outcome: 'dropped' });
+      this.log.debug({ request_id: event.requestId, subject: event.subject }, 'no connection on this pod wants this event');
       return;
     }
     const delivered = this.deps.local.deliver(target, eventFrame(event.payload));

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { openClient, type TestClient } from './client.js';
+import { freePort } from './ports.js';
 import { waitFor } from './wait.js';
 
 const MAIN = fileURLToPath(new URL('../../src/main.js', import.meta.url));
@@ -21,6 +22,7 @@ export class TestGateway {
   readonly exited: Promise<number | null>;
   publicPort = 0;
   adminPort = 0;
+  podId = '';
 
   constructor(
     readonly child: ChildProcess,
@@ -166,7 +168,8 @@ export async function startGateway(env: Record<string, string> = {}, keys: TestK
       NODE_ENV: 'test',
       PORT: '0',
       ADMIN_PORT: '0',
-      GRPC_PORT: '0',
+      // The pod id is POD_IP:GRPC_PORT, so pods of one test cluster need distinct ports.
+      GRPC_PORT: String(await freePort()),
       HOST: '127.0.0.1',
       ADMIN_HOST: '127.0.0.1',
       LOG_LEVEL: 'info',
@@ -192,5 +195,6 @@ export async function startGateway(env: Record<string, string> = {}, keys: TestK
   const ready = gateway.logLines((l) => l['msg'] === 'gateway ready')[0] ?? {};
   gateway.publicPort = Number(ready['port']);
   gateway.adminPort = Number(ready['admin_port']);
+  gateway.podId = String(ready['pod_id']);
   return gateway;
 }

@@ -1,0 +1,131 @@
+import { readFileSync } from 'node:fs';
+import { Redis } from 'ioredis';
+import { GatewayError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+
+/** Connection settings for Redis. */
+export interface RedisOptions {
+  readonly url: string;
+  /** A command that takes longer fails, so a hung Redis is noticed instead of waited on. */
+  readonly commandTimeoutMs: number;
+}
+
+const HEALTH_PROBE_MS = 1000;
+const CONNECT_TIMEOUT_MS = 10_000;
+
+/**
+ * The pod's two Redis connections (commands and pub/sub), their health, and timing of every
+ * operation. Errors from ioredis are translated here, once, into ServiceUnavailable.
+ */
+export class RedisConnection {
+  readonly commands: Redis;
+  readonly subscriber: Redis;
+  #healthy = false;
+  #probe: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly options: RedisOptions,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+  ) {
+    const common = {
+      lazyConnect: true,
+      commandTimeout: options.commandTimeoutMs,
+      retryStrategy: (attempt: number) => Math.min(attempt * 100, 1000),
+    };
+    // No offline queue: while Redis is away, commands fail at once and callers answer "try again later".
+    this.commands = new Redis(options.url, { ...common, enableOfflineQueue: false, maxRetriesPerRequest: 0, enableAutoPipelining: true });
+    this.subscriber = new Redis(options.url, { ...common, autoResubscribe: true });
+    for (const client of [this.commands, this.subscriber]) {
+      client.on('error', (err: Error) => this.log.debug({ err }, 'redis connection error'));
+    }
+    this.commands.on('close', () => this.#setHealthy(false));
+  }
+
+  /** True while the last probe or operation succeeded. */
+  get healthy(): boolean {
+    return this.#healthy;
+  }
+
+  /** Connects both clients; fails with a clear message when Redis cannot be reached in time. */
+  async start(): Promise<void> {
+    const deadline = new Promise<never>((_, reject) => {
+      setTimeout(() => reject(new Error(`cannot reach Redis at ${redactedUrl(this.options.url)} within ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS).unref();
+    });
+    await Promise.race([Promise.all([this.commands.connect(), this.subscriber.connect()]), deadline]);
+    this.#setHealthy(true);
+    this.#probe = setInterval(() => void this.#checkHealth(), HEALTH_PROBE_MS);
+    this.#probe.unref();
+  }
+
+  /** Registers a Lua script from a file beside its owner as a command on the commands client. */
+  defineScript(name: string, file: URL, numberOfKeys: number): void {
+    this.commands.defineCommand(name, { numberOfKeys, lua: readFileSync(file, 'utf8') });
+  }
+
+  /** Runs one operation, timing it; any Redis failure becomes ServiceUnavailable. */
+  async run<T>(op: string, operation: (redis: Redis) => Promise<T>): Promise<T> {
+    const stop = this.metrics.redisOpDuration.startTimer({ op });
+    try {
+      const result = await operation(this.commands);
+      stop({ outcome: 'ok' });
+      return result;
+    } catch (err) {
+      stop({ outcome: 'error' });
+      throw new GatewayError('ServiceUnavailable', 'the coordination store is unreachable; try again later', {
+        op,
+        cause: err instanceof Error ? err.message : String(err),
+      });
+    }
+  }
+
+  /** Closes both connections. Safe to call twice. */
+  async stop(): Promise<void> {
+    clearInterval(this.#probe);
+    this.#setHealthy(false);
+    await Promise.allSettled([quit(this.commands), quit(this.subscriber)]);
+  }
+
+  async #checkHealth(): Promise<void> {
+    try {
+      await this.run('ping', (redis) => redis.ping());
+      this.#setHealthy(true);
+    } catch {
+      this.#setHealthy(false);
+    }
+  }
+
+  #setHealthy(healthy: boolean): void {
+    if (healthy === this.#healthy) return;
+    this.#healthy = healthy;
+    this.metrics.redisUp.set(healthy ? 1 : 0);
+    if (healthy) this.log.info('redis reachable');
+    else this.log.warn('redis unreachable');
+  }
+}
+
+async function quit(client: Redis): Promise<void> {
+  if (client.status === 'end') return;
+  try {
+    await client.quit();
+  } catch {
+    client.disconnect();
+  }
+}
+
+function redactedUrl(url: string): string {
+  return url.replace(/\/\/[^@/]*@/, '//[Redacted]@');
+}
+
+/** Every key matching `pattern`, with SCAN (never KEYS, which blocks Redis). */
+export async function scanAll(redis: Redis, pattern: string): Promise<string[]> {
+  const keys: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, batch] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+    cursor = next;
+    keys.push(...batch);
+  } while (cursor !== '0');
+  return keys;
+}

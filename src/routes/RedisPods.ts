@@ -1,0 +1,72 @@
+import type { Logger } from '../log.js';
+import type { RedisConnection } from '../redis/RedisConnection.js';
+import { scanAll } from '../redis/RedisConnection.js';
+import type { LeaseOptions } from '../sessions/RedisSessions.js';
+import type { PodDirectory, PodInfo } from './PodDirectory.js';
+
+/** Prefix of the heartbeat keys; route and session scripts check liveness against it. */
+export const POD_PREFIX = 'pod:';
+
+interface Heartbeat {
+  readonly connections: number;
+  readonly started_at_ms: number;
+  readonly seen_at_ms: number;
+}
+
+/** Pod liveness in Redis: `pod:{pod_id}` with a lease, refreshed every renewal period while the pod lives. */
+export class RedisPods implements PodDirectory {
+  #timer: NodeJS.Timeout | undefined;
+  readonly #startedAtMs = Date.now();
+
+  constructor(
+    private readonly redis: RedisConnection,
+    private readonly podId: string,
+    private readonly lease: LeaseOptions,
+    private readonly connectionCount: () => number,
+    private readonly log: Logger,
+  ) {}
+
+  /** Writes the first heartbeat (before any session or route names this pod) and keeps beating. */
+  async start(): Promise<void> {
+    await this.#beat();
+    this.#timer = setInterval(() => {
+      this.#beat().catch((err: unknown) => this.log.warn({ err }, 'pod heartbeat failed; retrying next period'));
+    }, this.lease.renewIntervalMs);
+    this.#timer.unref();
+  }
+
+  async list(): Promise<readonly PodInfo[]> {
+    const keys = await this.redis.run('pod_scan', (r) => scanAll(r, `${POD_PREFIX}*`));
+    if (keys.length === 0) return [];
+    const values = await this.redis.run('pod_list', (r) => r.mget(keys));
+    return keys.flatMap((key, i) => {
+      const heartbeat = parseHeartbeat(values[i]);
+      return heartbeat === undefined
+        ? []
+        : [{ podId: key.slice(POD_PREFIX.length), connections: heartbeat.connections, startedAtMs: heartbeat.started_at_ms, lastSeenMs: heartbeat.seen_at_ms }];
+    });
+  }
+
+  /** Removes the heartbeat so peers stop routing here at once. */
+  async stop(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.redis.run('pod_remove', (r) => r.del(`${POD_PREFIX}${this.podId}`));
+  }
+
+  async #beat(): Promise<void> {
+    const heartbeat: Heartbeat = { connections: this.connectionCount(), started_at_ms: this.#startedAtMs, seen_at_ms: Date.now() };
+    await this.redis.run('pod_heartbeat', (r) => r.set(`${POD_PREFIX}${this.podId}`, JSON.stringify(heartbeat), 'PX', this.lease.leaseMs));
+  }
+}
+
+function parseHeartbeat(value: string | null | undefined): Heartbeat | undefined {
+  if (value === null || value === undefined) return undefined;
+  try {
+    const parsed = JSON.parse(value) as Partial<Heartbeat>;
+    return typeof parsed.connections === 'number' && typeof parsed.started_at_ms === 'number' && typeof parsed.seen_at_ms === 'number'
+      ? (parsed as Heartbeat)
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,226 @@
+import type { Result } from 'ioredis';
+import { GatewayError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import { scanAll, type RedisConnection } from '../redis/RedisConnection.js';
+import {
+  identityKey,
+  type Identity,
+  type RevokeReason,
+  type SessionHolder,
+  type SessionInfo,
+  type SessionLease,
+  type SessionStore,
+} from './SessionStore.js';
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    sessionAcquire(key: string, podId: string, connectionId: string, leaseMs: number, limit: number, podPrefix: string, killPrefix: string): Result<string[], Context>;
+    sessionRenew(key: string, member: string, leaseMs: number, limit: number): Result<number, Context>;
+    sessionDisconnect(key: string, killPrefix: string): Result<number, Context>;
+  }
+}
+
+/** Lease timing shared by sessions, routes and pod heartbeats. */
+export interface LeaseOptions {
+  readonly leaseMs: number;
+  readonly renewIntervalMs: number;
+}
+
+interface LocalSession {
+  readonly key: string;
+  readonly identity: Identity;
+  readonly holder: SessionHolder;
+  /** Set once acquire.lua answered; renewal and release need it. */
+  member: string | undefined;
+  /** Past this the lease may have lapsed in Redis, so the connection must go (1012). */
+  leaseUntilMs: number;
+}
+
+const KEY_PREFIX = 'session:';
+const KILL_PREFIX = 'session_kill:';
+const POD_PREFIX = 'pod:';
+const SCAN_BATCH = 500;
+
+/**
+ * Sessions in Redis: one sorted set per identity (`session:{c}:{a}:{u}`, `session:admin:{id}`) whose
+ * members are leases. The newest connection wins at once; the replaced connection's pod hears it on
+ * its kill channel (`session_kill:{pod_id}`). Leases are renewed only while still held, and closed
+ * with 1012 when Redis stays unreachable past their expiry.
+ */
+export class RedisSessions implements SessionStore {
+  readonly #local = new Map<string, LocalSession>();
+  #renewTimer: NodeJS.Timeout | undefined;
+  #sweepTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly redis: RedisConnection,
+    private readonly podId: string,
+    private readonly lease: LeaseOptions,
+    private readonly maxDevices: number,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+  ) {
+    redis.defineScript('sessionAcquire', new URL('./acquire.lua', import.meta.url), 1);
+    redis.defineScript('sessionRenew', new URL('./renew.lua', import.meta.url), 1);
+    redis.defineScript('sessionDisconnect', new URL('./disconnect.lua', import.meta.url), 1);
+  }
+
+  /** Listens on this pod's kill channel and starts renewing. */
+  async start(): Promise<void> {
+    const channel = `${KILL_PREFIX}${this.podId}`;
+    this.redis.subscriber.on('message', (from: string, message: string) => {
+      if (from === channel) this.#onKill(message);
+    });
+    await this.redis.subscriber.subscribe(channel);
+    this.#renewTimer = setInterval(() => void this.#renewAll(), this.lease.renewIntervalMs);
+    this.#sweepTimer = setInterval(() => this.#closeLapsed(), Math.min(1000, this.lease.renewIntervalMs / 4));
+    this.#renewTimer.unref();
+    this.#sweepTimer.unref();
+  }
+
+  async acquire(identity: Identity, holder: SessionHolder): Promise<SessionLease> {
+    if (!this.redis.healthy) {
+      this.metrics.sessionAcquisitions.inc({ result: 'unavailable' });
+      throw new GatewayError('ServiceUnavailable', 'the coordination store is unreachable; try again later');
+    }
+    const key = sessionKey(identity);
+    const session: LocalSession = { key, identity, holder, member: undefined, leaseUntilMs: Date.now() + this.lease.leaseMs };
+    // Registered before the script runs: a kill for this connection may arrive before the reply does.
+    this.#local.set(holder.connectionId, session);
+    let reply: string[];
+    try {
+      reply = await this.redis.run('session_acquire', (r) =>
+        r.sessionAcquire(key, this.podId, holder.connectionId, this.lease.leaseMs, this.maxDevices, POD_PREFIX, KILL_PREFIX),
+      );
+    } catch (err) {
+      this.#local.delete(holder.connectionId);
+      this.metrics.sessionAcquisitions.inc({ result: 'unavailable' });
+      throw err;
+    }
+    const [member, ...evicted] = reply;
+    session.member = member;
+    this.metrics.sessionAcquisitions.inc({ result: 'acquired' });
+    if (evicted.length > 0) this.metrics.sessionTakeovers.inc(evicted.length);
+    return { release: () => this.#release(holder.connectionId) };
+  }
+
+  async disconnect(identity: Identity): Promise<boolean> {
+    const closed = await this.redis.run('session_disconnect', (r) => r.sessionDisconnect(sessionKey(identity), KILL_PREFIX));
+    return closed > 0;
+  }
+
+  async list(): Promise<readonly SessionInfo[]> {
+    const keys = await this.redis.run('session_scan', (r) => scanAll(r, `${KEY_PREFIX}*`));
+    const now = Date.now();
+    const sessions: SessionInfo[] = [];
+    for (let i = 0; i < keys.length; i += SCAN_BATCH) {
+      const batch = keys.slice(i, i + SCAN_BATCH);
+      const replies = await this.redis.run('session_list', (r) => {
+        const pipeline = r.pipeline();
+        // Leases past their expiry are gone even if Redis has not pruned them yet.
+        for (const key of batch) pipeline.zrangebyscore(key, now, '+inf');
+        return pipeline.exec();
+      });
+      batch.forEach((key, j) => {
+        const identity = identityFromKey(key);
+        const members = replies?.[j]?.[1];
+        if (identity === undefined || !Array.isArray(members)) return;
+        for (const member of members) {
+          const parsed = parseMember(String(member));
+          if (parsed !== undefined) sessions.push({ identity, connectionId: parsed.connectionId, podId: parsed.podId, sinceMs: parsed.acquiredAtMs });
+        }
+      });
+    }
+    return sessions;
+  }
+
+  /** Releases whatever this pod still holds and stops renewing. */
+  async stop(): Promise<void> {
+    clearInterval(this.#renewTimer);
+    clearInterval(this.#sweepTimer);
+    await Promise.allSettled([...this.#local.keys()].map((id) => this.#release(id)));
+  }
+
+  async #release(connectionId: string): Promise<void> {
+    const session = this.#local.get(connectionId);
+    if (session === undefined) return;
+    this.#local.delete(connectionId);
+    const { member } = session;
+    // ZREM removes only our own member, so a lease another connection took over is left alone.
+    if (member !== undefined) await this.redis.run('session_release', (r) => r.zrem(session.key, member));
+  }
+
+  #onKill(message: string): void {
+    const [connectionId = '', reason = ''] = message.split(' ');
+    const session = this.#local.get(connectionId);
+    if (session === undefined) return;
+    this.#local.delete(connectionId);
+    session.holder.revoke(reason === 'admin-disconnect' ? 'admin-disconnect' : 'replaced');
+  }
+
+  async #renewAll(): Promise<void> {
+    const sessions = [...this.#local.values()].filter((s) => s.member !== undefined);
+    if (sessions.length === 0) return;
+    const startedAtMs = Date.now();
+    let replies: Array<[Error | null, unknown]> | null;
+    try {
+      replies = await this.redis.run('session_renew', (r) => {
+        const pipeline = r.pipeline();
+        for (const s of sessions) pipeline.sessionRenew(s.key, s.member ?? '', this.lease.leaseMs, this.maxDevices);
+        return pipeline.exec();
+      });
+    } catch (err) {
+      this.log.warn({ err, sessions: sessions.length }, 'session renewal failed; leases run on');
+      return;
+    }
+    let reasserted = 0;
+    sessions.forEach((session, i) => {
+      const [error, status] = replies?.[i] ?? [null, undefined];
+      if (error !== null || typeof status !== 'number') return;
+      if (status === 0) {
+        this.#lose(session, 'replaced');
+        return;
+      }
+      if (status === 2) reasserted++;
+      session.leaseUntilMs = startedAtMs + this.lease.leaseMs;
+    });
+    if (reasserted > 0) this.log.info({ sessions: reasserted }, 're-asserted sessions Redis had lost');
+  }
+
+  #closeLapsed(): void {
+    const now = Date.now();
+    for (const session of this.#local.values()) {
+      if (session.member !== undefined && session.leaseUntilMs <= now) this.#lose(session, 'lease-lost');
+    }
+  }
+
+  #lose(session: LocalSession, reason: RevokeReason): void {
+    if (this.#local.get(session.holder.connectionId) !== session) return;
+    this.#local.delete(session.holder.connectionId);
+    this.metrics.leaseLosses.inc({ reason: reason === 'lease-lost' ? 'expired' : 'taken' });
+    this.log.warn({ session: identityKey(session.identity), connection_id: session.holder.connectionId, reason }, 'session lease lost; closing');
+    session.holder.revoke(reason);
+  }
+}
+
+function sessionKey(identity: Identity): string {
+  return `${KEY_PREFIX}${identityKey(identity)}`;
+}
+
+function identityFromKey(key: string): Identity | undefined {
+  const parts = key.slice(KEY_PREFIX.length).split(':');
+  if (parts.length === 2 && parts[0] === 'admin' && parts[1] !== undefined) return { kind: 'admin', adminId: parts[1] };
+  const [companyId, agentId, userId] = parts;
+  if (parts.length === 3 && companyId !== undefined && agentId !== undefined && userId !== undefined) {
+    return { kind: 'user', companyId, agentId, userId };
+  }
+  return undefined;
+}
+
+function parseMember(member: string): { acquiredAtMs: number; podId: string; connectionId: string } | undefined {
+  const first = member.indexOf('|');
+  const last = member.lastIndexOf('|');
+  if (first < 0 || last <= first) return undefined;
+  return { acquiredAtMs: Number(member.slice(0, first)), podId: member.slice(first + 1, last), connectionId: member.slice(last + 1) };
+}

@@ -1,0 +1,235 @@
+import assert from 'node:assert/strict';
+import { after, afterEach, before, describe, test } from 'node:test';
+import { openClient, type TestClient } from '../support/client.js';
+import { randomKeys, startGateway, type TestGateway } from '../support/gateway.js';
+import { RedisServer } from '../support/redis.js';
+import { waitFor } from '../support/wait.js';
+
+const LEASE_MS = 3000;
+const RENEW_MS = 1000;
+
+/** Env for a pod of the test cluster: short leases so lease behaviour shows within a test. */
+function clusterEnv(redis: RedisServer, extra: Record<string, string> = {}): Record<string, string> {
+  return { REDIS_URL: redis.url, LEASE_TTL_MS: String(LEASE_MS), LEASE_RENEW_INTERVAL_MS: String(RENEW_MS), REDIS_COMMAND_TIMEOUT_MS: '300', ...extra };
+}
+
+async function expectReplaced(client: TestClient): Promise<void> {
+  const frame = await client.expect('error');
+  assert.equal((frame.payload as { code: string }).code, 'SessionConflict');
+  const closed = await client.closeInfo();
+  assert.equal(closed.code, 4402);
+  assert.equal(closed.reason, 'session-replaced');
+}
+
+describe('cluster on Redis', () => {
+  let redis: RedisServer;
+  let pods: TestGateway[] = [];
+  const clients: TestClient[] = [];
+  const keys = randomKeys();
+
+  before(async () => {
+    redis = await RedisServer.start();
+    pods = await Promise.all([0, 1, 2].map(() => startGateway(clusterEnv(redis), keys)));
+  });
+  afterEach(() => {
+    for (const client of clients.splice(0)) client.close();
+  });
+  after(async () => {
+    await Promise.all(pods.map((pod) => pod.stop()));
+    await redis.stop();
+  });
+  const track = (client: TestClient) => {
+    clients.push(client);
+    return client;
+  };
+  const [a, b, c] = [() => pods[0]!, () => pods[1]!, () => pods[2]!];
+
+  test('a login on another pod closes the first connection with 4402; the new one is ready', async () => {
+    const first = track(await a().connectUser('acme', 'support', 'alice'));
+    const second = track(await b().connectUser('acme', 'support', 'alice'));
+    await expectReplaced(first);
+    assert.ok(second.isOpen);
+    const members = await redis.client.zrange('session:acme:support:alice', '0', '-1');
+    assert.equal(members.length, 1);
+    assert.match(members[0] ?? '', new RegExp(`\\|${b().podId.replace(/\./g, '\\.')}\\|`));
+  });
+
+  test('12 simultaneous connects of one identity over three pods leave exactly one live socket, 20 rounds', async () => {
+    for (let round = 0; round < 20; round++) {
+      const user = `racer-${round}`;
+      const urls = await Promise.all(Array.from({ length: 12 }, (_, i) => pods[i % 3]!.userUrl('acme', 'support', user)));
+      const racers = (await Promise.all(urls.map((url) => openClient(url)))).map(track);
+      await waitFor(() => racers.filter((r) => r.isOpen).length <= 1, 5000, `round ${round}: at most one survivor`);
+      // Give late kill messages time to arrive: the survivor must stay the only one.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const open = racers.filter((r) => r.isOpen);
+      assert.equal(open.length, 1, `round ${round}: exactly one live socket`);
+      assert.equal(open[0]?.raw[0], '{"type":"ready"}');
+      for (const loser of racers.filter((r) => !r.isOpen)) assert.equal((await loser.closeInfo()).code, 4402, `round ${round}: ${loser.error?.message}`);
+      assert.equal((await redis.client.zrange(`session:acme:support:${user}`, '0', '-1')).length, 1);
+    }
+  });
+
+  test('cluster-wide admin: sessions and pods from any pod; disconnect reaches the pod that holds the session', async () => {
+    const onB = track(await b().connectUser('acme', 'support', 'bob'));
+    const adminOnC = track(await c().connectAdmin('root'));
+    const sessions = await a().admin('GET', '/admin/sessions', keys.adminSecretToken);
+    const rows = (sessions.body as { sessions: Array<{ user_id?: string; admin_id?: string; pod_id: string }> }).sessions;
+    assert.equal(rows.find((s) => s.user_id === 'bob')?.pod_id, b().podId);
+    assert.equal(rows.find((s) => s.admin_id === 'root')?.pod_id, c().podId);
+    const podList = await a().admin('GET', '/admin/pods', keys.adminSecretToken);
+    assert.deepEqual(
+      (podList.body as { pods: Array<{ pod_id: string }> }).pods.map((p) => p.pod_id).sort(),
+      pods.map((p) => p.podId).sort(),
+    );
+    const res = await a().admin('POST', '/admin/disconnect', keys.adminSecretToken, { company_id: 'acme', agent_id: 'support', user_id: 'bob' });
+    assert.equal(res.status, 200);
+    assert.equal((await onB.closeInfo()).code, 1000);
+    assert.equal((await a().admin('POST', '/admin/disconnect', keys.adminSecretToken, { admin_id: 'root' })).status, 200);
+    assert.equal((await adminOnC.closeInfo()).code, 1000);
+    assert.equal((await a().admin('POST', '/admin/disconnect', keys.adminSecretToken, { admin_id: 'root' })).status, 404);
+  });
+
+  test('route keys follow connect, select_chat and disconnect', async () => {
+    const onA = track(await a().connectUser('routes', 'desk', 'u1'));
+    const alsoA = track(await a().connectUser('routes', 'desk', 'u2'));
+    const onB = track(await b().connectUser('routes', 'desk', 'u3'));
+    const chats = 'route:routes:desk:chats';
+    assert.deepEqual((await redis.client.smembers(chats)).sort(), [a().podId, b().podId].sort());
+    await onA.selectChat('c1');
+    await alsoA.selectChat('c1');
+    assert.deepEqual(await redis.client.smembers('route:routes:desk:messages:c1'), [a().podId]);
+    await onA.selectChat('c2');
+    assert.deepEqual(await redis.client.smembers('route:routes:desk:messages:c2'), [a().podId]);
+    assert.deepEqual(await redis.client.smembers('route:routes:desk:messages:c1'), [a().podId], 'still held by the other connection');
+    alsoA.close();
+    await waitFor(async () => (await redis.client.exists('route:routes:desk:messages:c1')) === 0, 2000, 'c1 to leave with its last connection');
+    onA.close();
+    await waitFor(async () => (await redis.client.smembers(chats)).join() === b().podId, 2000, 'pod A to leave the chats route');
+    const ttl = await redis.client.pttl(chats);
+    assert.ok(ttl > 0 && ttl <= LEASE_MS, `route entries carry the lease as TTL (${ttl})`);
+    onB.close();
+    await waitFor(async () => (await redis.client.exists(chats)) === 0, 2000, 'the route to go with its last pod');
+  });
+
+  test('FLUSHALL with live connections: sessions, routes and heartbeats are back within one renewal period, nobody is closed', async () => {
+    const users = await Promise.all(pods.map((pod, i) => pod.connectUser('flush', 'desk', `u${i}`)));
+    users.forEach(track);
+    await users[0]!.selectChat('c9');
+    const admin = track(await b().connectAdmin('flush-admin'));
+    await redis.client.flushall();
+    const expected = [
+      'session:flush:desk:u0',
+      'session:flush:desk:u1',
+      'session:flush:desk:u2',
+      'session:admin:flush-admin',
+      'route:flush:desk:chats',
+      'route:flush:desk:messages:c9',
+      'route:admins',
+      ...pods.map((p) => `pod:${p.podId}`),
+    ];
+    const flushedAt = Date.now();
+    const restored = async () =>
+      (await redis.client.exists(...expected)) === expected.length && (await redis.client.scard('route:flush:desk:chats')) === 3;
+    await waitFor(restored, RENEW_MS * 3, 'every key to be re-asserted');
+    const took = Date.now() - flushedAt;
+    // One renewal period, plus slack for timers on a busy 2-core machine.
+    assert.ok(took <= RENEW_MS + 500, `re-asserted within one renewal period (took ${took} ms)`);
+    await new Promise((resolve) => setTimeout(resolve, RENEW_MS));
+    for (const client of [...users, admin]) assert.ok(client.isOpen, 'no connection was closed');
+  });
+
+  test('multi-device limits hold across pods', async () => {
+    const multi = await Promise.all([0, 1].map(() => startGateway(clusterEnv(redis, { MULTI_DEVICE: 'true', MAX_DEVICES_PER_IDENTITY: '2' }), keys)));
+    try {
+      const first = track(await multi[0]!.connectUser('multi', 'desk', 'erin'));
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      const second = track(await multi[1]!.connectUser('multi', 'desk', 'erin'));
+      await first.expectSilence(100);
+      assert.ok(first.isOpen && second.isOpen, 'two devices fit the limit');
+      const third = track(await multi[0]!.connectUser('multi', 'desk', 'erin'));
+      await expectReplaced(first);
+      assert.ok(second.isOpen && third.isOpen);
+      assert.equal((await redis.client.zrange('session:multi:desk:erin', '0', '-1')).length, 2);
+    } finally {
+      await Promise.all(multi.map((pod) => pod.stop()));
+    }
+  });
+});
+
+describe('cluster faults', () => {
+  let redis: RedisServer;
+  const keys = randomKeys();
+  const started: TestGateway[] = [];
+  before(async () => {
+    redis = await RedisServer.start();
+  });
+  after(async () => {
+    await Promise.all(started.map((pod) => pod.stop()));
+    await redis.stop();
+  });
+  const pod = async (extra: Record<string, string> = {}) => {
+    const gateway = await startGateway(clusterEnv(redis, extra), keys);
+    started.push(gateway);
+    return gateway;
+  };
+
+  test('kill -9 of the owning pod: the identity reconnects on another pod and is ready within 5 s; its routes are cleaned', async () => {
+    const [doomed, survivor] = [await pod(), await pod()];
+    const client = await doomed.connectUser('crash', 'desk', 'dora');
+    await client.selectChat('c1');
+    const listener = await survivor.connectUser('crash', 'desk', 'lena');
+    doomed.child.kill('SIGKILL');
+    await doomed.exited;
+    const lost = await client.closeInfo();
+    assert.equal(lost.code, 1006);
+    const started = Date.now();
+    const again = await survivor.connectUser('crash', 'desk', 'dora');
+    assert.ok(Date.now() - started < 5000, 'ready within 5 s');
+    // A lookup finds the dead pod's entry stale (no heartbeat once its lease ran out) and removes it.
+    await waitFor(async () => (await redis.client.exists(`pod:${doomed.podId}`)) === 0, LEASE_MS + 1000, 'the dead pod heartbeat to lapse');
+    await survivor.publish('websocket.crash.desk.chats', { event_id: 'after-crash' });
+    assert.deepEqual((await listener.expect('event')).payload, { event_id: 'after-crash' });
+    assert.deepEqual((await again.expect('event')).payload, { event_id: 'after-crash' });
+    assert.ok(!(await redis.client.smembers('route:crash:desk:chats')).includes(doomed.podId), 'stale entry cleaned');
+    again.close();
+    listener.close();
+  });
+
+  test('Redis paused: not ready, new connections refused with 1013, old ones closed with 1012 at lease expiry; recovers after SIGCONT', async () => {
+    const gateway = await pod();
+    const old = await gateway.connectUser('pause', 'desk', 'pat');
+    redis.pause();
+    try {
+      await waitFor(async () => (await fetch(`${gateway.httpBase}/ready`)).status === 503, 3000, '/ready to answer 503');
+      const refused = await openClient(await gateway.userUrl('pause', 'desk', 'newcomer'));
+      const error = await refused.expect('error');
+      assert.equal((error.payload as { code: string }).code, 'ServiceUnavailable');
+      assert.equal((await refused.closeInfo()).code, 1013);
+      const closed = await old.closeInfo(LEASE_MS + 2000);
+      assert.equal(closed.code, 1012);
+    } finally {
+      redis.resume();
+    }
+    await waitFor(async () => (await fetch(`${gateway.httpBase}/ready`)).status === 200, 5000, '/ready to answer 200 again');
+    const back = await gateway.connectUser('pause', 'desk', 'pat');
+    assert.ok(back.isOpen);
+    back.close();
+  });
+
+  test('clean shutdown leaves no session, route or heartbeat key of that pod behind', async () => {
+    const gateway = await pod();
+    const other = await pod();
+    const user = await gateway.connectUser('bye', 'desk', 'u1');
+    await user.selectChat('c1');
+    const admin = await gateway.connectAdmin('bye-admin');
+    const stay = await other.connectUser('bye', 'desk', 'u2');
+    assert.equal(await gateway.stop(), 0);
+    assert.equal((await user.closeInfo()).code, 1001);
+    assert.equal((await admin.closeInfo()).code, 1001);
+    assert.equal(await redis.client.exists('session:bye:desk:u1', 'session:admin:bye-admin', 'route:bye:desk:messages:c1', `pod:${gateway.podId}`), 0);
+    assert.deepEqual(await redis.client.smembers('route:bye:desk:chats'), [other.podId]);
+    assert.ok(!(await redis.client.smembers('route:admins')).includes(gateway.podId));
+    stay.close();
+  });
+});
