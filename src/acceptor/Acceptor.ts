@@ -180,7 +180,7 @@ export class Acceptor {
     this.deps.metrics.connectionsOpened.inc({ type: connection.type });
     connection.ready = true;
     connection.send(READY_FRAME);
-    this.#log(connection).debug('connection ready');
+    if (this.deps.log.isLevelEnabled('debug')) this.#log(connection).debug('connection ready');
     for (const frame of data.early.splice(0)) {
       if (connection.closed) break;
       this.#handleFrame(connection, frame.message, frame.isBinary);
@@ -253,7 +253,7 @@ export class Acceptor {
     const { connection } = data;
     if (connection === undefined) return;
     connection.markClosed();
-    this.#log(connection).debug({ code, ready: connection.ready }, 'connection closed');
+    if (this.deps.log.isLevelEnabled('debug')) this.#log(connection).debug({ code, ready: connection.ready }, 'connection closed');
     const { index, metrics } = this.deps;
     if (index.remove(connection)) {
       metrics.connectionsActive.dec({ type: connection.type });

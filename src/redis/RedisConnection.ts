@@ -35,7 +35,7 @@ export class RedisConnection {
       retryStrategy: (attempt: number) => Math.min(attempt * 100, 1000),
     };
     // No offline queue: while Redis is away, commands fail at once and callers answer "try again later".
-    this.commands = new Redis(options.url, { ...common, enableOfflineQueue: false, maxRetriesPerRequest: 0, enableAutoPipelining: true });
+    this.commands = new Redis(options.url, { ...common, enableOfflineQueue: false, maxRetriesPerRequest: 0 });
     this.subscriber = new Redis(options.url, { ...common, autoResubscribe: true });
     for (const client of [this.commands, this.subscriber]) {
       client.on('error', (err: Error) => this.log.debug({ err }, 'redis connection error'));

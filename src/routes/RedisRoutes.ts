@@ -9,6 +9,7 @@ import { routeKey, type Route, type RouteRegistry } from './RouteRegistry.js';
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     routeOwners(key: string, podPrefix: string): Result<string[], Context>;
+    routeAdd(key: string, podId: string, leaseMs: number): Result<number, Context>;
   }
 }
 
@@ -37,6 +38,7 @@ export class RedisRoutes implements RouteRegistry {
     private readonly log: Logger,
   ) {
     redis.defineScript('routeOwners', new URL('./owners.lua', import.meta.url), 1);
+    redis.defineScript('routeAdd', new URL('./add.lua', import.meta.url), 1);
   }
 
   start(): void {
@@ -51,7 +53,7 @@ export class RedisRoutes implements RouteRegistry {
       held.count++;
       return held.pending;
     }
-    const pending = this.#register([key]);
+    const pending = this.redis.run('route_add', (r) => r.routeAdd(key, this.podId, this.lease.leaseMs)).then(() => undefined);
     this.#held.set(key, { count: 1, pending });
     this.metrics.routesHeld.set(this.#held.size);
     return pending;
@@ -86,18 +88,15 @@ export class RedisRoutes implements RouteRegistry {
     });
   }
 
-  async #register(keys: readonly string[]): Promise<void> {
-    await this.redis.run('route_add', (r) => {
-      const pipeline = r.pipeline();
-      for (const key of keys) pipeline.sadd(key, this.podId).pexpire(key, this.lease.leaseMs);
-      return pipeline.exec();
-    });
-  }
-
   async #refreshAll(): Promise<void> {
     if (this.#held.size === 0) return;
+    const keys = [...this.#held.keys()];
     try {
-      await this.#register([...this.#held.keys()]);
+      await this.redis.run('route_refresh', (r) => {
+        const pipeline = r.pipeline();
+        for (const key of keys) pipeline.routeAdd(key, this.podId, this.lease.leaseMs);
+        return pipeline.exec();
+      });
     } catch (err) {
       this.log.warn({ err, routes: this.#held.size }, 'route refresh failed; retrying next period');
     }

@@ -161,8 +161,13 @@ export function randomKeys(): TestKeys {
 }
 
 /** Runs the compiled gateway with `env` on top of test defaults (port 0, quiet logs); resolves when ready. */
-export async function startGateway(env: Record<string, string> = {}, keys: TestKeys = randomKeys(), args: string[] = []): Promise<TestGateway> {
-  const child = spawn(process.execPath, [MAIN, ...args], {
+export async function startGateway(
+  env: Record<string, string> = {},
+  keys: TestKeys = randomKeys(),
+  args: string[] = [],
+  nodeArgs: string[] = [],
+): Promise<TestGateway> {
+  const child = spawn(process.execPath, [...nodeArgs, MAIN, ...args], {
     env: {
       PATH: process.env['PATH'] ?? '',
       NODE_ENV: 'test',
