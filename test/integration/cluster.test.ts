@@ -217,6 +217,23 @@ describe('cluster faults', () => {
     back.close();
   });
 
+  test('Redis restarted empty: every session, route and heartbeat is re-asserted and no connection is closed', async () => {
+    const gateway = await pod();
+    const user = await gateway.connectUser('restart', 'desk', 'rita');
+    await user.selectChat('c7');
+    await redis.restart();
+    const expected = ['session:restart:desk:rita', 'route:restart:desk:chats', 'route:restart:desk:messages:c7', `pod:${gateway.podId}`];
+    await waitFor(async () => (await redis.client.exists(...expected)) === expected.length, RENEW_MS * 3, 'the keys to be re-asserted');
+    await waitFor(async () => (await fetch(`${gateway.httpBase}/ready`)).status === 200, 3000, '/ready to answer 200');
+    assert.ok(user.isOpen, 'the connection survived the restart');
+    await gateway.publish('websocket.restart.desk.messages.c7', { event_id: 'after-restart' });
+    assert.deepEqual((await user.expect('event')).payload, { event_id: 'after-restart' });
+    // The kill switch listens again: a second login still replaces the first.
+    const again = await gateway.connectUser('restart', 'desk', 'rita');
+    await expectReplaced(user);
+    again.close();
+  });
+
   test('clean shutdown leaves no session, route or heartbeat key of that pod behind', async () => {
     const gateway = await pod();
     const other = await pod();
