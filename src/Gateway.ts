@@ -8,6 +8,10 @@ import { Dispatch } from './dispatch/Dispatch.js';
 import type { Engine } from './engine/Engine.js';
 import { LocalEngine } from './engine/LocalEngine.js';
 import { LocalEventSource } from './engine/LocalEventSource.js';
+import { ForwardServer } from './forwarder/ForwardServer.js';
+import { PeerForwarder } from './forwarder/PeerForwarder.js';
+import type { EventSource } from './ingest/EventSource.js';
+import { NatsEventSource } from './ingest/NatsEventSource.js';
 import { CloseCode } from './errors.js';
 import type { Logger } from './log.js';
 import { Metrics } from './metrics.js';
@@ -26,7 +30,9 @@ export class Gateway {
   readonly #log: Logger;
   readonly #config: Config;
   readonly #engine: Engine;
-  readonly #events: LocalEventSource;
+  readonly #events: EventSource;
+  /** Pod-to-pod forwarding exists only with a shared engine (Redis), where other pods can own routes. */
+  readonly #forwarding: { readonly server: ForwardServer; readonly client: PeerForwarder } | undefined;
   readonly #dispatch: Dispatch;
   readonly #acceptor: Acceptor;
   readonly #admin: AdminApi;
@@ -54,8 +60,22 @@ export class Gateway {
       engine.tokenCache,
       config.auth.tokenCacheTtlMs,
     );
-    this.#events = new LocalEventSource();
-    this.#dispatch = new Dispatch({ routes, local: index, podId: this.podId }, metrics, log.child({ part: 'dispatch' }));
+    this.#events =
+      config.nats.url === '' ? new LocalEventSource() : new NatsEventSource(config.nats, this.podId, metrics, log.child({ part: 'ingest' }));
+    const peers =
+      engine.name === 'in-process'
+        ? undefined
+        : new PeerForwarder({ deadlineMs: config.grpc.deadlineMs, breakerResetMs: config.grpc.breakerResetMs }, metrics, log.child({ part: 'forwarder' }));
+    this.#dispatch = new Dispatch(
+      { routes, local: index, podId: this.podId, peers, ledger: engine.deliveryLedger },
+      metrics,
+      log.child({ part: 'dispatch' }),
+    );
+    const dispatch = this.#dispatch;
+    this.#forwarding =
+      peers === undefined
+        ? undefined
+        : { client: peers, server: new ForwardServer(config.grpc.port, (events) => dispatch.deliverFromPeer(events), log.child({ part: 'grpc' })) };
     this.#acceptor = new Acceptor(
       {
         host: config.server.host,
@@ -73,7 +93,7 @@ export class Gateway {
           badFramesPerMinute: config.limits.badFramesPerMinute,
         },
       },
-      { authenticator, sessions, routes, index, metrics, log: log.child({ part: 'acceptor' }), isReady: () => this.#ready && engine.isHealthy() },
+      { authenticator, sessions, routes, index, metrics, log: log.child({ part: 'acceptor' }), isReady: () => this.#ready && engine.isHealthy() && this.#events.isHealthy() },
     );
     this.#admin = new AdminApi(config.admin, {
       authenticator,
@@ -90,6 +110,7 @@ export class Gateway {
   async start(): Promise<BoundPorts> {
     await this.#engine.start();
     await this.#events.start(this.#dispatch.handle);
+    await this.#forwarding?.server.start();
     const admin = await this.#admin.start();
     const publicPort = await this.#acceptor.start();
     this.#ready = true;
@@ -110,6 +131,8 @@ export class Gateway {
       ['stop events', () => this.#events.stop()],
       ['close connections', () => this.#acceptor.closeAll(CloseCode.GoingAway, 'going-away', Math.max(0, deadline - Date.now()))],
       ['stop acceptor', () => this.#acceptor.stop()],
+      ['stop gRPC server', () => this.#forwarding?.server.stop()],
+      ['close peer channels', () => this.#forwarding?.client.stop()],
       ['release sessions and routes', () => this.#engine.stop()],
       ['stop admin API', () => this.#admin.stop()],
     ];
@@ -136,6 +159,8 @@ function createEngine(config: Config, podId: string, connectionCount: () => numb
       podId,
       maxDevices,
       connectionCount,
+      // Retries of one event span at most maxDeliver nak delays, or ack waits when a pod stalls.
+      ledgerTtlMs: config.nats.maxDeliver * Math.max(config.nats.nakDelayMs, config.nats.ackWaitMs),
     },
     metrics,
     log,

@@ -28,6 +28,12 @@ export class Metrics {
   readonly sessionTakeovers: Counter;
   readonly leaseLosses: Counter<'reason'>;
   readonly routesHeld: Gauge;
+  readonly eventsRedelivered: Counter;
+  readonly natsUp: Gauge;
+  readonly consumerPending: Gauge<'kind'>;
+  readonly grpcForwardDuration: Histogram<'outcome'>;
+  readonly grpcForwardErrors: Counter<'peer' | 'reason'>;
+  readonly breakerState: Gauge<'peer'>;
 
   constructor(prefix: string) {
     const registers = [this.registry];
@@ -133,6 +139,41 @@ export class Metrics {
     this.routesHeld = new Gauge({
       name: `${prefix}routes_held`,
       help: 'Routes this pod holds in the registry.',
+      registers,
+    });
+    this.eventsRedelivered = new Counter({
+      name: `${prefix}events_redelivered_total`,
+      help: 'NATS messages received again after a nak or an ack timeout.',
+      registers,
+    });
+    this.natsUp = new Gauge({
+      name: `${prefix}nats_up`,
+      help: '1 while connected to NATS, 0 otherwise (only with NATS_URL).',
+      registers,
+    });
+    this.consumerPending = new Gauge({
+      name: `${prefix}consumer_pending`,
+      help: 'Messages of the shared JetStream consumer: pending delivery, or delivered and not yet acked.',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.grpcForwardDuration = new Histogram({
+      name: `${prefix}grpc_forward_duration_seconds`,
+      help: 'Pod-to-pod pushes (one batch each), by outcome.',
+      labelNames: ['outcome'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    });
+    this.grpcForwardErrors = new Counter({
+      name: `${prefix}grpc_forward_errors_total`,
+      help: 'Failed pod-to-pod pushes by peer and reason (deadline, unavailable, breaker-open, error).',
+      labelNames: ['peer', 'reason'],
+      registers,
+    });
+    this.breakerState = new Gauge({
+      name: `${prefix}breaker_state`,
+      help: 'Circuit breaker per peer pod: 0 closed, 1 half-open, 2 open.',
+      labelNames: ['peer'],
       registers,
     });
     collectDefaultMetrics({ register: this.registry, prefix });

@@ -59,8 +59,14 @@ export class AdminApi {
     ]);
     this.#server = createServer((req, res) => {
       this.#route(req, res).catch((err: unknown) => {
+        if (res.headersSent) return;
+        // Expected failures (NATS or Redis unreachable) carry their own code; anything else is a bug.
+        if (err instanceof GatewayError) {
+          sendError(res, err.code, err.message);
+          return;
+        }
         this.deps.log.error({ err, path: req.url?.split('?')[0] }, 'admin request failed');
-        if (!res.headersSent) sendError(res, 'InternalServerError', 'internal error');
+        sendError(res, 'InternalServerError', 'internal error');
       });
     });
     this.#server.requestTimeout = 10_000;

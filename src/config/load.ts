@@ -69,6 +69,13 @@ convict.addFormat({
   },
 });
 
+convict.addFormat({
+  name: 'nats-name',
+  validate(value: unknown) {
+    if (typeof value !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(value)) throw new Error('must be 1-64 letters, digits, "_" or "-"');
+  },
+});
+
 convict.addParser({
   extension: ['yml', 'yaml'],
   parse: (text: string) => {
@@ -203,8 +210,12 @@ function crossChecks(config: Config): string[] {
   if (config.cluster.renewIntervalMs * 3 > config.cluster.leaseMs) {
     lines.push('LEASE_RENEW_INTERVAL_MS: must be at most a third of LEASE_TTL_MS, so a lease survives a missed renewal');
   }
-  // The NATS event source is not in this version; silently ignoring it would drop every event.
-  if (config.nats.url !== '') lines.push('NATS_URL: the NATS event source is not available in this version; leave it empty');
+  if (config.nats.url !== '' && !config.nats.url.split(',').every((url) => /^(nats|tls):\/\/./.test(url.trim()))) {
+    lines.push('NATS_URL: must be nats://host:port (comma-separated for several servers)');
+  }
+  if (config.nats.deadLetterSubject.startsWith('websocket.')) {
+    lines.push('NATS_DEAD_LETTER_SUBJECT: must be outside websocket.>, or dead events would be consumed again');
+  }
   return lines;
 }
 

@@ -6,11 +6,20 @@ export interface Config {
   readonly configFile: string;
   readonly server: { readonly host: string; readonly port: number };
   readonly admin: { readonly host: string; readonly port: number };
-  readonly grpc: { readonly port: number };
+  readonly grpc: { readonly port: number; readonly deadlineMs: number; readonly breakerResetMs: number };
   readonly pod: { readonly ip: string };
   readonly redis: { readonly url: string; readonly commandTimeoutMs: number };
   readonly cluster: { readonly leaseMs: number; readonly renewIntervalMs: number };
-  readonly nats: { readonly url: string };
+  readonly nats: {
+    readonly url: string;
+    readonly stream: string;
+    readonly consumer: string;
+    readonly ackWaitMs: number;
+    readonly maxDeliver: number;
+    readonly nakDelayMs: number;
+    readonly deadLetterSubject: string;
+    readonly maxInFlight: number;
+  };
   readonly auth: {
     readonly secretToken: string;
     readonly adminSecretToken: string;
@@ -73,6 +82,8 @@ export const schema: Schema<Config> = {
   },
   grpc: {
     port: port('Pod-to-pod gRPC listener.', 50051, 'GRPC_PORT', 'grpc-port'),
+    deadlineMs: { doc: 'Deadline of one pod-to-pod push.', format: 'positive-int', default: 1000, env: 'GRPC_DEADLINE_MS' },
+    breakerResetMs: { doc: 'How long a peer circuit stays open before one trial push.', format: 'positive-int', default: 2000, env: 'BREAKER_RESET_MS' },
   },
   pod: {
     ip: { doc: "This pod's routable address; pod id is POD_IP:GRPC_PORT.", format: String, default: '127.0.0.1', env: 'POD_IP', arg: 'pod-ip' },
@@ -87,6 +98,13 @@ export const schema: Schema<Config> = {
   },
   nats: {
     url: { doc: 'nats://host:port[,...]; empty means events arrive only through /admin/publish.', format: String, default: '', env: 'NATS_URL', arg: 'nats-url' },
+    stream: { doc: 'JetStream stream holding websocket.> (created when missing).', format: 'nats-name', default: 'wa_stream', env: 'NATS_STREAM' },
+    consumer: { doc: 'Durable pull consumer shared by every pod (created when missing).', format: 'nats-name', default: 'ws_fanout', env: 'NATS_CONSUMER' },
+    ackWaitMs: { doc: 'Ack wait of a consumer we create: an unacked event is redelivered after it.', format: 'positive-int', default: 30_000, env: 'NATS_ACK_WAIT_MS' },
+    maxDeliver: { doc: 'Deliveries of one event before it is counted as dead.', format: 'positive-int', default: 20, env: 'NATS_MAX_DELIVER' },
+    nakDelayMs: { doc: 'Delay before an event whose owner could not be reached is redelivered.', format: 'positive-int', default: 1000, env: 'NATS_NAK_DELAY_MS' },
+    deadLetterSubject: { doc: 'Where dead events are published (empty: only counted and logged); must be outside the stream.', format: String, default: '', env: 'NATS_DEAD_LETTER_SUBJECT' },
+    maxInFlight: { doc: 'Events a pod handles at once.', format: 'positive-int', default: 512, env: 'NATS_MAX_IN_FLIGHT' },
   },
   auth: {
     secretToken: { doc: 'API key for user connections and /generate-token.', format: String, default: '', env: 'SECRET_TOKEN', sensitive: true },

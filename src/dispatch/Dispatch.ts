@@ -1,16 +1,26 @@
 import type { LocalDelivery } from '../acceptor/ConnectionIndex.js';
 import { eventFrame } from '../acceptor/protocol.js';
-import type { InboundEvent } from '../ingest/EventSource.js';
+import type { DispatchOutcome, InboundEvent } from '../ingest/EventSource.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { Route, RouteRegistry } from '../routes/RouteRegistry.js';
+import type { DeliveryLedger } from './DeliveryLedger.js';
 import { parseSubject, type EventTarget } from './subject.js';
 
-/** What dispatch needs: who owns a route, and how to write to this pod's sockets. */
+/** Hands an event to another pod; resolves once that pod has it, rejects when it cannot be reached. */
+export interface PeerPush {
+  push(podId: string, event: InboundEvent): Promise<void>;
+}
+
+/** What dispatch needs: who owns a route, how to write to this pod's sockets, and how to reach the others. */
 export interface DispatchDeps {
   readonly routes: RouteRegistry;
   readonly local: LocalDelivery;
   readonly podId: string;
+  /** Absent on the in-process engine, where this pod is the only owner there is. */
+  readonly peers: PeerPush | undefined;
+  /** Absent on the in-process engine, where nothing is ever retried. */
+  readonly ledger: DeliveryLedger | undefined;
 }
 
 /** An event that can be delivered, or why it never can be, whatever happens to the cluster. */
@@ -39,42 +49,125 @@ export function checkEvent(subject: string, payload: string): EventCheck {
   return { ok: true, target };
 }
 
-/** For each event: find the pods that own its route and deliver to this pod's connections. */
+/** For each event: find the pods that own its route, deliver to this pod's connections, push to the others. */
 export class Dispatch {
+  /** Delivery keys of events written here lately: a retry whose first attempt did arrive is not written twice. */
+  readonly #recent = new Set<string>();
+
   constructor(
     private readonly deps: DispatchDeps,
     private readonly metrics: Metrics,
     private readonly log: Logger,
   ) {}
 
-  /** Handles one event; malformed ones are counted and logged, never retried. */
-  readonly handle = async (event: InboundEvent): Promise<void> => {
+  /**
+   * Handles one event from the event source. `delivered` means every live owner has it (or there is
+   * none), `retry` that an owner could not be reached, `rejected` that it is malformed (poison).
+   */
+  readonly handle = async (event: InboundEvent): Promise<DispatchOutcome> => {
     this.metrics.eventsIn.inc({ source: event.origin });
     const check = checkEvent(event.subject, event.payload);
     if (!check.ok) {
       this.metrics.eventsRejected.inc({ reason: check.reason });
       this.log.warn({ request_id: event.requestId, subject: event.subject, reason: check.message }, 'event refused');
-      return;
+      return 'rejected';
     }
-    const { target } = check;
-    const owners = await this.deps.routes.owners(routeFor(target));
-    const remote = owners.filter((pod) => pod !== this.deps.podId);
-    if (remote.length > 0) {
-      // Pod-to-pod forwarding is not in this version: say so rather than lose events quietly.
-      this.metrics.eventsFannedOut.inc({ outcome: 'dropped' }, remote.length);
-      this.log.warn({ request_id: event.requestId, subject: event.subject, pods: remote }, 'event owners on other pods cannot be reached: forwarding is not available');
+    const owners = await this.deps.routes.owners(routeFor(check.target));
+    if (owners.length === 0) {
+      this.metrics.eventsFannedOut.inc({ outcome: 'dropped' });
+      this.log.debug({ request_id: event.requestId, subject: event.subject }, 'no connection wants this event');
+      return 'delivered';
     }
-    if (!owners.includes(this.deps.podId)) {
-      if (owners.length === 0) this.metrics.eventsFannedOut.inc({ outcome: 'dropped' });
-      this.log.debug({ request_id: event.requestId, subject: event.subject }, 'no connection on this pod wants this event');
-      return;
+    const served = await this.#alreadyServed(event);
+    const pending = owners.filter((pod) => !served.has(pod));
+    const reached: string[] = [];
+    if (pending.includes(this.deps.podId)) {
+      this.#deliverLocally(check.target, event);
+      reached.push(this.deps.podId);
+    }
+    const remote = pending.filter((pod) => pod !== this.deps.podId);
+    if (remote.length === 0) return 'delivered';
+    const forwarded = await this.#forward(remote, event);
+    reached.push(...forwarded);
+    if (forwarded.length === remote.length) return 'delivered';
+    await this.#remember(event, reached);
+    return 'retry';
+  };
+
+  /** Handles events pushed by a peer: local connections only. Answers how many connections got each. */
+  deliverFromPeer(events: readonly InboundEvent[]): number[] {
+    return events.map((event) => {
+      this.metrics.eventsIn.inc({ source: event.origin });
+      const target = parseSubject(event.subject);
+      if (target === undefined) return 0;
+      this.log.debug({ request_id: event.requestId, subject: event.subject }, 'event received from a peer');
+      return this.#deliverLocally(target, event);
+    });
+  }
+
+  #deliverLocally(target: EventTarget, event: InboundEvent): number {
+    const key = event.delivery?.key;
+    if (key !== undefined) {
+      if (this.#recent.has(key)) {
+        this.log.debug({ request_id: event.requestId, subject: event.subject }, 'event already delivered here; skipped');
+        return 0;
+      }
+      this.#recent.add(key);
+      // A Set iterates in insertion order: the first key is the oldest.
+      if (this.#recent.size > RECENT_DELIVERIES) this.#recent.delete(this.#recent.values().next().value ?? '');
     }
     const delivered = this.deps.local.deliver(target, eventFrame(event.payload));
     this.metrics.eventsFannedOut.inc({ outcome: 'local' }, delivered);
     this.metrics.eventDeliveryLatency.observe(Math.max(0, Date.now() - event.publishedAtMs) / 1000);
     this.log.debug({ request_id: event.requestId, subject: event.subject, delivered }, 'event delivered');
-  };
+    return delivered;
+  }
+
+  /** Pushes to other owners; answers the pods that have it now. */
+  async #forward(pods: readonly string[], event: InboundEvent): Promise<string[]> {
+    const { peers } = this.deps;
+    if (peers === undefined) {
+      this.metrics.eventsFannedOut.inc({ outcome: 'dropped' }, pods.length);
+      this.log.warn({ request_id: event.requestId, pods }, 'owners on other pods but no forwarder; dropping');
+      return [...pods];
+    }
+    const results = await Promise.allSettled(pods.map((pod) => peers.push(pod, event)));
+    const reached = pods.filter((_, i) => results[i]?.status === 'fulfilled');
+    this.metrics.eventsFannedOut.inc({ outcome: 'forwarded' }, reached.length);
+    if (reached.length === pods.length) {
+      this.log.debug({ request_id: event.requestId, subject: event.subject, pods }, 'event forwarded');
+    } else {
+      const failed = pods.filter((pod) => !reached.includes(pod));
+      this.log.warn({ request_id: event.requestId, subject: event.subject, pods: failed }, 'could not reach every owner; the event will be retried');
+    }
+    return reached;
+  }
+
+  /** On a redelivery, the owners an earlier attempt already reached (a failed read means none). */
+  async #alreadyServed(event: InboundEvent): Promise<ReadonlySet<string>> {
+    const { ledger } = this.deps;
+    if (ledger === undefined || event.delivery === undefined || !event.delivery.redelivered) return new Set();
+    try {
+      return await ledger.served(event.delivery.key);
+    } catch (err) {
+      this.log.warn({ err, request_id: event.requestId }, 'could not read which owners have the event; delivering to all');
+      return new Set();
+    }
+  }
+
+  async #remember(event: InboundEvent, reached: readonly string[]): Promise<void> {
+    const { ledger } = this.deps;
+    if (ledger === undefined || event.delivery === undefined) return;
+    try {
+      await ledger.record(event.delivery.key, reached);
+    } catch (err) {
+      this.log.warn({ err, request_id: event.requestId }, 'could not record which owners have the event; a retry may repeat it');
+    }
+  }
 }
+
+/** How many delivery keys a pod remembers: comfortably more than the events retried within a nak delay. */
+const RECENT_DELIVERIES = 50_000;
 
 /** The route whose owners receive an event for `target`. */
 function routeFor(target: EventTarget): Route {

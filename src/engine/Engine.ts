@@ -1,4 +1,5 @@
 import type { TokenCache } from '../auth/TokenCache.js';
+import type { DeliveryLedger } from '../dispatch/DeliveryLedger.js';
 import type { PodDirectory } from '../routes/PodDirectory.js';
 import type { RouteRegistry } from '../routes/RouteRegistry.js';
 import type { SessionStore } from '../sessions/SessionStore.js';
@@ -10,6 +11,8 @@ export interface Engine {
   readonly routes: RouteRegistry;
   readonly tokenCache: TokenCache;
   readonly pods: PodDirectory;
+  /** Shared record of partial deliveries; absent where nothing is retried across pods. */
+  readonly deliveryLedger: DeliveryLedger | undefined;
   /** False while the engine cannot take new sessions; /ready answers 503 then. */
   isHealthy(): boolean;
   start(): Promise<void>;

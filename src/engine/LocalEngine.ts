@@ -13,6 +13,7 @@ export class LocalEngine implements Engine {
   readonly routes: LocalRoutes;
   readonly tokenCache = new LocalTokenCache(TOKEN_CACHE_ENTRIES);
   readonly pods: LocalPods;
+  readonly deliveryLedger = undefined;
 
   constructor(podId: string, maxDevices: number, connectionCount: () => number) {
     this.sessions = new LocalSessions(podId, { maxDevices });

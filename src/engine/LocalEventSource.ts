@@ -18,6 +18,10 @@ export class LocalEventSource implements EventSource {
     await this.#sink({ origin: 'admin_api', subject, payload, requestId: requestId ?? randomUUID(), publishedAtMs: Date.now() });
   }
 
+  isHealthy(): boolean {
+    return true;
+  }
+
   async stop(): Promise<void> {
     this.#stopped = true;
   }

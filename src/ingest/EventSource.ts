@@ -1,5 +1,8 @@
 /** What brought an event in; the label of the events-in metric. */
-export type EventOrigin = 'admin_api';
+export type EventOrigin = 'admin_api' | 'nats' | 'peer';
+
+/** What became of an event: acknowledge it, try it again later, or drop it for good as malformed. */
+export type DispatchOutcome = 'delivered' | 'retry' | 'rejected';
 
 /** An event as it enters dispatch, whatever brought it. */
 export interface InboundEvent {
@@ -10,10 +13,15 @@ export interface InboundEvent {
   readonly requestId: string;
   /** When the event was published, for the delivery-latency metric. */
   readonly publishedAtMs: number;
+  /**
+   * Set for events that may come again (NATS): a key unique to the event (its stream sequence)
+   * and whether this is a redelivery, so a retry can skip the owners that already have it.
+   */
+  readonly delivery?: { readonly key: string; readonly redelivered: boolean };
 }
 
-/** Receives events; resolves once they are delivered or definitively refused. */
-export type EventSink = (event: InboundEvent) => Promise<void>;
+/** Receives events; resolves with what became of each. */
+export type EventSink = (event: InboundEvent) => Promise<DispatchOutcome>;
 
 /** Where events come from: NATS JetStream in a cluster, the admin API on the in-process engine. */
 export interface EventSource {
@@ -21,6 +29,8 @@ export interface EventSource {
   start(sink: EventSink): Promise<void>;
   /** Publishes an event (the admin API's /admin/publish). */
   publish(subject: string, payload: string, headers: Readonly<Record<string, string>>): Promise<void>;
+  /** False while events cannot flow (the broker is unreachable); /ready answers 503 then. */
+  isHealthy(): boolean;
   /** Stops taking new events once the ones in flight are handed over. */
   stop(): Promise<void>;
 }

@@ -6,6 +6,7 @@ import { RedisPods } from '../routes/RedisPods.js';
 import { RedisRoutes } from '../routes/RedisRoutes.js';
 import { RedisSessions, type LeaseOptions } from '../sessions/RedisSessions.js';
 import { RedisConnection, type RedisOptions } from './RedisConnection.js';
+import { RedisDeliveryLedger } from './RedisDeliveryLedger.js';
 
 /** What the Redis engine needs to know about this pod. */
 export interface RedisEngineOptions {
@@ -14,6 +15,8 @@ export interface RedisEngineOptions {
   readonly podId: string;
   readonly maxDevices: number;
   readonly connectionCount: () => number;
+  /** How long a partial delivery is remembered: longer than any event keeps being retried. */
+  readonly ledgerTtlMs: number;
 }
 
 /** Sessions, routes, token cache and pod liveness in Redis, shared by every pod. */
@@ -23,6 +26,7 @@ export class RedisEngine implements Engine {
   readonly routes: RedisRoutes;
   readonly tokenCache: RedisTokenCache;
   readonly pods: RedisPods;
+  readonly deliveryLedger: RedisDeliveryLedger;
   readonly #connection: RedisConnection;
   readonly #log: Logger;
 
@@ -34,6 +38,7 @@ export class RedisEngine implements Engine {
     this.sessions = new RedisSessions(this.#connection, podId, lease, options.maxDevices, metrics, log.child({ part: 'sessions' }));
     this.routes = new RedisRoutes(this.#connection, podId, lease, metrics, log.child({ part: 'routes' }));
     this.tokenCache = new RedisTokenCache(this.#connection, log.child({ part: 'token-cache' }));
+    this.deliveryLedger = new RedisDeliveryLedger(this.#connection, options.ledgerTtlMs);
   }
 
   isHealthy(): boolean {

@@ -1,0 +1,44 @@
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+
+// Resolved from the build (dist/src/forwarder/): proto/ sits at the project root.
+const PROTO_FILE = fileURLToPath(new URL('../../../proto/switchboard/v1/forward.proto', import.meta.url));
+
+/** An event on the wire (field names as in forward.proto). */
+export interface WireEvent {
+  readonly subject: string;
+  readonly payload: Buffer;
+  readonly request_id: string;
+  readonly published_at_ms: number;
+  /** '' when the event is never retried. */
+  readonly delivery_key: string;
+}
+
+export interface PushRequest {
+  readonly events: readonly WireEvent[];
+}
+
+export interface PushReply {
+  readonly delivered: readonly number[];
+}
+
+/** The generated client of the Forwarder service. */
+export interface ForwarderClient extends grpc.Client {
+  Push(
+    request: PushRequest,
+    metadata: grpc.Metadata,
+    options: grpc.CallOptions,
+    callback: (error: grpc.ServiceError | null, reply?: PushReply) => void,
+  ): grpc.ClientUnaryCall;
+}
+
+interface ForwarderPackage {
+  readonly switchboard: { readonly v1: { readonly Forwarder: grpc.ServiceClientConstructor } };
+}
+
+/** Loads forward.proto once: longs as numbers, so published_at_ms is a plain number. */
+export function loadForwarderService(): grpc.ServiceClientConstructor {
+  const definition = protoLoader.loadSync(PROTO_FILE, { keepCase: true, longs: Number, defaults: true });
+  return (grpc.loadPackageDefinition(definition) as unknown as ForwarderPackage).switchboard.v1.Forwarder;
+}

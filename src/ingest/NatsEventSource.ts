@@ -1,0 +1,228 @@
+import { randomUUID } from 'node:crypto';
+import {
+  AckPolicy,
+  connect,
+  headers as natsHeaders,
+  nanos,
+  NatsError,
+  type ConsumerMessages,
+  type JetStreamClient,
+  type JsMsg,
+  type NatsConnection,
+} from 'nats';
+import { GatewayError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { EventSink, EventSource, InboundEvent } from './EventSource.js';
+
+/** The NATS slice of the configuration. */
+export interface NatsOptions {
+  readonly url: string;
+  readonly stream: string;
+  readonly consumer: string;
+  readonly ackWaitMs: number;
+  readonly maxDeliver: number;
+  readonly nakDelayMs: number;
+  readonly deadLetterSubject: string;
+  readonly maxInFlight: number;
+}
+
+const SUBJECTS = 'websocket.>';
+const REQUEST_ID_HEADER = 'X-Request-ID';
+const STREAM_NOT_FOUND = 10059;
+const CONSUMER_NOT_FOUND = 10014;
+const PENDING_POLL_MS = 5000;
+// A pull request lives this long: a hung pod keeps receiving (and sitting on) redelivered events
+// only until its open pull expires, so keep it short.
+const PULL_EXPIRES_MS = 5000;
+
+/**
+ * Events from NATS JetStream: every pod pulls from one durable consumer, so each event is handled
+ * by one pod. An event is acked once every owner has it, nak'd with a delay when an owner could
+ * not be reached, counted as dead past the delivery limit, and acked at once when malformed.
+ */
+export class NatsEventSource implements EventSource {
+  #connection: NatsConnection | undefined;
+  #jetstream: JetStreamClient | undefined;
+  #messages: ConsumerMessages | undefined;
+  #consuming: Promise<void> | undefined;
+  #pendingPoll: NodeJS.Timeout | undefined;
+  #maxDeliver: number;
+  #connected = false;
+  readonly #inFlight = new Set<Promise<void>>();
+
+  constructor(
+    private readonly options: NatsOptions,
+    private readonly podId: string,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+  ) {
+    this.#maxDeliver = options.maxDeliver;
+  }
+
+  /** Connects, makes sure the stream and consumer exist (leaving existing ones as they are), and starts pulling. */
+  async start(sink: EventSink): Promise<void> {
+    const connection = await connect({
+      servers: this.options.url.split(',').map((url) => url.trim()),
+      name: this.podId,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 500,
+    });
+    this.#connection = connection;
+    this.#setConnected(true);
+    void this.#watchStatus(connection);
+    await this.#ensureStreamAndConsumer(connection);
+    this.#jetstream = connection.jetstream();
+    const consumer = await this.#jetstream.consumers.get(this.options.stream, this.options.consumer);
+    this.#messages = await consumer.consume({ max_messages: this.options.maxInFlight, expires: PULL_EXPIRES_MS });
+    this.#consuming = this.#consume(this.#messages, sink);
+    this.#pendingPoll = setInterval(() => void this.#pollPending(), PENDING_POLL_MS);
+    this.#pendingPoll.unref();
+  }
+
+  async publish(subject: string, payload: string, headers: Readonly<Record<string, string>>): Promise<void> {
+    const jetstream = this.#jetstream;
+    if (jetstream === undefined || !this.#connected) throw unavailable();
+    const natsHeadersValue = natsHeaders();
+    for (const [name, value] of Object.entries(headers)) natsHeadersValue.set(name, value);
+    try {
+      await jetstream.publish(subject, payload, { headers: natsHeadersValue });
+    } catch (err) {
+      this.log.warn({ err, subject }, 'publish to NATS failed');
+      throw unavailable();
+    }
+  }
+
+  isHealthy(): boolean {
+    return this.#connected;
+  }
+
+  /** Stops pulling, lets the events in flight finish (and be acked), then drains the connection. */
+  async stop(): Promise<void> {
+    clearInterval(this.#pendingPoll);
+    this.#messages?.stop();
+    await this.#consuming;
+    await Promise.allSettled([...this.#inFlight]);
+    if (this.#connection !== undefined && !this.#connection.isClosed()) await this.#connection.drain();
+    this.#connected = false;
+  }
+
+  async #ensureStreamAndConsumer(connection: NatsConnection): Promise<void> {
+    const manager = await connection.jetstreamManager();
+    const { stream, consumer } = this.options;
+    try {
+      await manager.streams.info(stream);
+    } catch (err) {
+      if (apiErrorCode(err) !== STREAM_NOT_FOUND) throw err;
+      await manager.streams.add({ name: stream, subjects: [SUBJECTS] });
+      this.log.info({ stream }, 'created the JetStream stream');
+    }
+    try {
+      const info = await manager.consumers.info(stream, consumer);
+      // An operator's consumer keeps its settings; its delivery limit is the one that counts.
+      if (info.config.max_deliver !== undefined && info.config.max_deliver > 0) this.#maxDeliver = info.config.max_deliver;
+    } catch (err) {
+      if (apiErrorCode(err) !== CONSUMER_NOT_FOUND) throw err;
+      await manager.consumers.add(stream, {
+        durable_name: consumer,
+        ack_policy: AckPolicy.Explicit,
+        ack_wait: nanos(this.options.ackWaitMs),
+        max_deliver: this.options.maxDeliver,
+        filter_subject: SUBJECTS,
+      });
+      this.log.info({ stream, consumer }, 'created the durable JetStream consumer');
+    }
+  }
+
+  async #consume(messages: ConsumerMessages, sink: EventSink): Promise<void> {
+    for await (const message of messages) {
+      // The consumer's buffer bounds what is pulled, not what is being handled: bound that here.
+      if (this.#inFlight.size >= this.options.maxInFlight) await Promise.race(this.#inFlight);
+      const handling = this.#handle(message, sink).finally(() => this.#inFlight.delete(handling));
+      this.#inFlight.add(handling);
+    }
+  }
+
+  async #handle(message: JsMsg, sink: EventSink): Promise<void> {
+    const event: InboundEvent = {
+      origin: 'nats',
+      subject: message.subject,
+      payload: message.string(),
+      requestId: message.headers?.get(REQUEST_ID_HEADER) || randomUUID(),
+      publishedAtMs: Math.floor(message.info.timestampNanos / 1e6),
+      delivery: { key: `${message.info.stream}:${message.info.streamSequence}`, redelivered: message.info.redelivered },
+    };
+    if (message.info.redelivered) this.metrics.eventsRedelivered.inc();
+    let outcome;
+    try {
+      outcome = await sink(event);
+    } catch (err) {
+      this.log.error({ err, request_id: event.requestId, subject: event.subject }, 'dispatch failed; the event will be retried');
+      outcome = 'retry' as const;
+    }
+    switch (outcome) {
+      case 'delivered':
+      case 'rejected':
+        // A malformed event is poison: acked (and counted by dispatch) so it never comes back.
+        message.ack();
+        return;
+      case 'retry':
+        if (message.info.redeliveryCount >= this.#maxDeliver) {
+          this.#bury(message, event);
+          return;
+        }
+        message.nak(this.options.nakDelayMs);
+        return;
+    }
+  }
+
+  /** Past the delivery limit: counted, logged, published to the dead-letter subject if one is set, and terminated. */
+  #bury(message: JsMsg, event: InboundEvent): void {
+    this.metrics.eventsFannedOut.inc({ outcome: 'dead' });
+    this.log.error({ request_id: event.requestId, subject: event.subject, deliveries: message.info.redeliveryCount }, 'event is dead: its owners stayed unreachable');
+    const { deadLetterSubject } = this.options;
+    if (deadLetterSubject !== '' && this.#connection !== undefined) {
+      const h = natsHeaders();
+      h.set(REQUEST_ID_HEADER, event.requestId);
+      h.set('Switchboard-Subject', event.subject);
+      this.#connection.publish(deadLetterSubject, message.data, { headers: h });
+    }
+    message.term();
+  }
+
+  async #watchStatus(connection: NatsConnection): Promise<void> {
+    for await (const status of connection.status()) {
+      if (status.type === 'disconnect') this.#setConnected(false);
+      if (status.type === 'reconnect') this.#setConnected(true);
+    }
+  }
+
+  async #pollPending(): Promise<void> {
+    const jetstream = this.#jetstream;
+    if (jetstream === undefined || !this.#connected) return;
+    try {
+      const consumer = await jetstream.consumers.get(this.options.stream, this.options.consumer);
+      const info = await consumer.info(true);
+      this.metrics.consumerPending.set({ kind: 'pending' }, info.num_pending);
+      this.metrics.consumerPending.set({ kind: 'ack_pending' }, info.num_ack_pending);
+    } catch (err) {
+      this.log.debug({ err }, 'could not read consumer info');
+    }
+  }
+
+  #setConnected(connected: boolean): void {
+    if (connected === this.#connected) return;
+    this.#connected = connected;
+    this.metrics.natsUp.set(connected ? 1 : 0);
+    if (connected) this.log.info('nats reachable');
+    else this.log.warn('nats unreachable');
+  }
+}
+
+function apiErrorCode(err: unknown): number | undefined {
+  return err instanceof NatsError ? err.api_error?.err_code : undefined;
+}
+
+function unavailable(): GatewayError {
+  return new GatewayError('ServiceUnavailable', 'NATS is unreachable; try again later');
+}

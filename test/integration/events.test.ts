@@ -1,0 +1,212 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { headers as natsHeaders, type NatsConnection } from 'nats';
+import type { TestClient } from '../support/client.js';
+import { randomKeys, startGateway, type TestGateway } from '../support/gateway.js';
+import { NatsServer } from '../support/nats.js';
+import { RedisServer } from '../support/redis.js';
+import { waitFor } from '../support/wait.js';
+
+const LEASE_MS = 3000;
+
+/** Short leases, deadlines and nak delays, so failures and recoveries show within a test. */
+function podEnv(redis: RedisServer, nats: NatsServer | undefined, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    REDIS_URL: redis.url,
+    ...(nats === undefined ? {} : { NATS_URL: nats.url }),
+    LEASE_TTL_MS: String(LEASE_MS),
+    LEASE_RENEW_INTERVAL_MS: '1000',
+    REDIS_COMMAND_TIMEOUT_MS: '300',
+    NATS_ACK_WAIT_MS: '2000',
+    NATS_NAK_DELAY_MS: '200',
+    NATS_MAX_DELIVER: '200',
+    GRPC_DEADLINE_MS: '300',
+    BREAKER_RESET_MS: '500',
+    ...extra,
+  };
+}
+
+/** Sequence numbers of the events a client received so far (the test payloads carry `seq`). */
+function seqs(client: TestClient): number[] {
+  return client.raw
+    .map((text) => JSON.parse(text) as { type: string; payload?: { seq?: number } })
+    .filter((frame) => frame.type === 'event' && typeof frame.payload?.seq === 'number')
+    .map((frame) => frame.payload?.seq ?? -1);
+}
+
+async function publish(nc: NatsConnection, subject: string, payload: Record<string, unknown>, requestId?: string): Promise<void> {
+  const h = natsHeaders();
+  if (requestId !== undefined) h.set('X-Request-ID', requestId);
+  await nc.jetstream().publish(subject, JSON.stringify(payload), { headers: h });
+}
+
+describe('events across pods', () => {
+  let redis: RedisServer;
+  let nats: NatsServer;
+  let nc: NatsConnection;
+  let pods: TestGateway[] = [];
+  const keys = randomKeys();
+
+  before(async () => {
+    [redis, nats] = await Promise.all([RedisServer.start(), NatsServer.start()]);
+    nc = await nats.client();
+    pods = await Promise.all([0, 1, 2].map(() => startGateway(podEnv(redis, nats), keys)));
+  });
+  after(async () => {
+    await Promise.all(pods.map((pod) => pod.stop()));
+    await Promise.all([redis.stop(), nats.stop()]);
+  });
+
+  test('300 chats events reach the agent\'s clients on two pods, each exactly once', async () => {
+    const [a, b] = [await pods[0]!.connectUser('fan', 'desk', 'u1'), await pods[1]!.connectUser('fan', 'desk', 'u2')];
+    for (let seq = 0; seq < 300; seq++) await publish(nc, 'websocket.fan.desk.chats', { event_id: `e${seq}`, seq });
+    const all = Array.from({ length: 300 }, (_, i) => i);
+    await waitFor(() => seqs(a).length >= 300 && seqs(b).length >= 300, 15_000, 'every event on both clients');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual([...seqs(a)].sort((x, y) => x - y), all, 'pod A client: each event exactly once');
+    assert.deepEqual([...seqs(b)].sort((x, y) => x - y), all, 'pod B client: each event exactly once');
+    const forwarded = await Promise.all(pods.map((pod) => pod.metric('switchboard_events_fanned_out_total{outcome="forwarded"}')));
+    assert.ok(forwarded.reduce((sum, n) => sum + n, 0) > 0, 'some events crossed pods over gRPC');
+    a.close();
+    b.close();
+  });
+
+  test('thread events reach only the connection that selected the chat, on any pod', async () => {
+    const selected = await pods[2]!.connectUser('thr', 'desk', 'u1');
+    const other = await pods[0]!.connectUser('thr', 'desk', 'u2');
+    await selected.selectChat('x');
+    await other.selectChat('y');
+    for (let seq = 0; seq < 20; seq++) await publish(nc, 'websocket.thr.desk.messages.x', { seq });
+    await waitFor(() => seqs(selected).length >= 20, 10_000, 'the thread events');
+    await other.expectSilence(200);
+    assert.equal(seqs(other).length, 0);
+    selected.close();
+    other.close();
+  });
+
+  test('admin events reach admin connections by scope on any pod', async () => {
+    const scoped = await pods[1]!.connectAdmin('adm-scoped', { subscribed_company_id: 'adm' });
+    const elsewhere = await pods[2]!.connectAdmin('adm-other', { subscribed_company_id: 'other' });
+    await publish(nc, 'websocket.adm.desk.agents', { seq: 1 });
+    assert.deepEqual((await scoped.expect('event', 5000)).payload, { seq: 1 });
+    await elsewhere.expectSilence(300);
+    scoped.close();
+    elsewhere.close();
+  });
+
+  test('/admin/publish goes through NATS and reaches a client on another pod', async () => {
+    const client = await pods[2]!.connectUser('pub', 'desk', 'u1');
+    await pods[0]!.publish('websocket.pub.desk.chats', { seq: 7 });
+    assert.deepEqual((await client.expect('event', 5000)).payload, { seq: 7 });
+    client.close();
+  });
+
+  test('poison events are acked once, counted and never redelivered', async () => {
+    const rejected = async () => (await Promise.all(pods.map((pod) => pod.metric('switchboard_events_rejected_total{reason="payload"}')))).reduce((s, n) => s + n, 0);
+    const badSubject = async () => (await Promise.all(pods.map((pod) => pod.metric('switchboard_events_rejected_total{reason="subject"}')))).reduce((s, n) => s + n, 0);
+    const before = { payload: await rejected(), subject: await badSubject() };
+    await nc.jetstream().publish('websocket.poison.desk.chats', 'not json');
+    await nc.jetstream().publish('websocket.poison.unknown', '{}');
+    await waitFor(async () => (await rejected()) === before.payload + 1 && (await badSubject()) === before.subject + 1, 5000, 'both poison events counted');
+    // Well past the nak delay and the ack wait: a redelivered poison event would be counted again.
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    assert.equal(await rejected(), before.payload + 1);
+    assert.equal(await badSubject(), before.subject + 1);
+    const info = await (await nc.jetstreamManager()).consumers.info('wa_stream', 'ws_fanout');
+    assert.equal(info.num_ack_pending, 0);
+  });
+
+  test('NATS restarted: the pods resume consuming and events published after it arrive', async () => {
+    const client = await pods[1]!.connectUser('rst', 'desk', 'u1');
+    await nats.restart();
+    await waitFor(async () => (await fetch(`${pods[1]!.httpBase}/ready`)).status === 200, 10_000, 'the pod to be ready again');
+    for (let seq = 0; seq < 20; seq++) await publish(nc, 'websocket.rst.desk.chats', { seq });
+    await waitFor(() => seqs(client).length >= 20, 20_000, 'the events published after the restart');
+    assert.deepEqual([...new Set(seqs(client))].sort((x, y) => x - y), Array.from({ length: 20 }, (_, i) => i));
+    client.close();
+  });
+});
+
+describe('events under pod faults', () => {
+  let redis: RedisServer;
+  let nats: NatsServer;
+  let nc: NatsConnection;
+  const started: TestGateway[] = [];
+  const keys = randomKeys();
+  before(async () => {
+    [redis, nats] = await Promise.all([RedisServer.start(), NatsServer.start()]);
+    nc = await nats.client();
+  });
+  after(async () => {
+    await Promise.all(started.map((pod) => pod.stop()));
+    await Promise.all([redis.stop(), nats.stop()]);
+  });
+  const pod = async (extra: Record<string, string> = {}, consumes = true) => {
+    const gateway = await startGateway(podEnv(redis, consumes ? nats : undefined, extra), keys);
+    started.push(gateway);
+    return gateway;
+  };
+
+  test('the request id of an event appears in the logs of both pods it crossed', async () => {
+    const consumer = await pod({ LOG_LEVEL: 'debug' });
+    const owner = await pod({ LOG_LEVEL: 'debug' }, false);
+    const client = await owner.connectUser('rid', 'desk', 'u1');
+    await publish(nc, 'websocket.rid.desk.chats', { seq: 1 }, 'req-7f3a');
+    await client.expect('event', 5000);
+    const mentions = (gw: TestGateway) => gw.logLines((l) => l['request_id'] === 'req-7f3a').length;
+    await waitFor(() => mentions(consumer) > 0 && mentions(owner) > 0, 3000, 'the request id in both logs');
+    client.close();
+    await Promise.all([consumer.stop(), owner.stop()]);
+  });
+
+  test('a hung peer: the others still get every event, its circuit opens, and it gets its events after SIGCONT', async () => {
+    // Leases longer than the hang: a pod paused past its lease is rightly treated as gone.
+    const longLease = { LEASE_TTL_MS: '15000', LEASE_RENEW_INTERVAL_MS: '5000' };
+    const [a, b, hung] = [await pod(longLease), await pod(longLease), await pod(longLease)];
+    const [ca, cb, ch] = [await a.connectUser('hang', 'desk', 'u1'), await b.connectUser('hang', 'desk', 'u2'), await hung.connectUser('hang', 'desk', 'u3')];
+    hung.child.kill('SIGSTOP');
+    try {
+      for (let seq = 0; seq < 30; seq++) await publish(nc, 'websocket.hang.desk.chats', { seq });
+      const all = Array.from({ length: 30 }, (_, i) => i);
+      const received = (client: TestClient) => [...new Set(seqs(client))].sort((x, y) => x - y);
+      await waitFor(() => received(ca).length === 30 && received(cb).length === 30, 10_000, 'every event on the healthy pods');
+      assert.deepEqual(received(ca), all);
+      assert.deepEqual(received(cb), all);
+      const breakerOpen = async (gw: TestGateway) => (await gw.metric(`switchboard_breaker_state{peer="${hung.podId}"}`)) > 0;
+      assert.ok((await breakerOpen(a)) || (await breakerOpen(b)), 'a circuit to the hung pod is open or half-open');
+    } finally {
+      hung.child.kill('SIGCONT');
+    }
+    await waitFor(() => new Set(seqs(ch)).size === 30, 20_000, 'the hung pod\'s client to get every event after SIGCONT');
+    for (const client of [ca, cb, ch]) client.close();
+    await Promise.all([a.stop(), b.stop(), hung.stop()]);
+  });
+
+  test('kill -9 of the pod owning a selected chat: after reconnecting elsewhere, every event from the gap on arrives', async () => {
+    const [survivor, doomed] = [await pod(), await pod()];
+    const first = await doomed.connectUser('gap', 'desk', 'u1');
+    await first.selectChat('k');
+    let seq = 0;
+    let publishing = true;
+    const publisher = (async () => {
+      while (publishing) {
+        await publish(nc, 'websocket.gap.desk.messages.k', { seq: seq++ });
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    })();
+    await waitFor(() => seqs(first).length >= 10, 5000, 'events before the crash');
+    const killedAt = seq;
+    doomed.child.kill('SIGKILL');
+    await first.closeInfo();
+    const second = await survivor.connectUser('gap', 'desk', 'u1');
+    await second.selectChat('k');
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    publishing = false;
+    await publisher;
+    const last = seq;
+    const expected = Array.from({ length: last - killedAt }, (_, i) => killedAt + i);
+    await waitFor(() => expected.every((n) => seqs(second).includes(n)), 45_000, 'every event from the crash on');
+    second.close();
+    await survivor.stop();
+  });
+});
