@@ -25,7 +25,7 @@ export class NatsServer {
   /** Starts one; fails with an install hint when nats-server is missing. */
   static async start(): Promise<NatsServer> {
     if (spawnSync('nats-server', ['--version']).error !== undefined) {
-      throw new Error('nats-server not found on the PATH: apt-get install nats-server, or put the release binary from github.com/nats-io/nats-server on the PATH');
+      throw new Error('nats-server not found on the PATH: apt-get install nats-server (see .ci/run)');
     }
     const server = new NatsServer(await freePort());
     try {
