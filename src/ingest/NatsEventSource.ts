@@ -10,22 +10,14 @@ import {
   type JsMsg,
   type NatsConnection,
 } from 'nats';
+import type { Config } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { EventSink, EventSource, InboundEvent } from './EventSource.js';
 
 /** The NATS slice of the configuration. */
-export interface NatsOptions {
-  readonly url: string;
-  readonly stream: string;
-  readonly consumer: string;
-  readonly ackWaitMs: number;
-  readonly maxDeliver: number;
-  readonly nakDelayMs: number;
-  readonly deadLetterSubject: string;
-  readonly maxInFlight: number;
-}
+export type NatsOptions = Config['nats'];
 
 const SUBJECTS = 'websocket.>';
 const REQUEST_ID_HEADER = 'X-Request-ID';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, test } from 'node:test';
-import { openClient, type TestClient } from '../support/client.js';
+import { expectReplaced, openClient, type TestClient } from '../support/client.js';
 import { randomKeys, startGateway, type TestGateway } from '../support/gateway.js';
 import { RedisServer } from '../support/redis.js';
 import { waitFor } from '../support/wait.js';
@@ -11,14 +11,6 @@ const RENEW_MS = 1000;
 /** Env for a pod of the test cluster: short leases so lease behaviour shows within a test. */
 function clusterEnv(redis: RedisServer, extra: Record<string, string> = {}): Record<string, string> {
   return { REDIS_URL: redis.url, LEASE_TTL_MS: String(LEASE_MS), LEASE_RENEW_INTERVAL_MS: String(RENEW_MS), REDIS_COMMAND_TIMEOUT_MS: '300', ...extra };
-}
-
-async function expectReplaced(client: TestClient): Promise<void> {
-  const frame = await client.expect('error');
-  assert.equal((frame.payload as { code: string }).code, 'SessionConflict');
-  const closed = await client.closeInfo();
-  assert.equal(closed.code, 4402);
-  assert.equal(closed.reason, 'session-replaced');
 }
 
 describe('cluster on Redis', () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { openClient, type TestClient } from '../support/client.js';
+import { expectReplaced, openClient } from '../support/client.js';
 import { startGateway, type TestGateway } from '../support/gateway.js';
 import { waitFor } from '../support/wait.js';
 
@@ -18,14 +18,6 @@ async function sessions(gw: TestGateway): Promise<SessionRow[]> {
   const res = await gw.admin('GET', '/admin/sessions', gw.keys.adminSecretToken);
   assert.equal(res.status, 200);
   return (res.body as { sessions: SessionRow[] }).sessions;
-}
-
-async function expectReplaced(client: TestClient): Promise<void> {
-  const frame = await client.expect('error');
-  assert.equal((frame.payload as { code: string }).code, 'SessionConflict');
-  const closed = await client.closeInfo();
-  assert.equal(closed.code, 4402);
-  assert.equal(closed.reason, 'session-replaced');
 }
 
 describe('exclusive sessions (newest wins)', () => {

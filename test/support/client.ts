@@ -125,6 +125,15 @@ export class TestClient {
   }
 }
 
+/** The replaced side of a takeover: a SessionConflict error frame, then 4402 `session-replaced`. */
+export async function expectReplaced(client: TestClient): Promise<void> {
+  const frame = await client.expect('error');
+  const code = (frame.payload as { code?: string }).code;
+  if (code !== 'SessionConflict') throw new Error(`expected SessionConflict, got ${JSON.stringify(frame)}`);
+  const closed = await client.closeInfo();
+  if (closed.code !== 4402 || closed.reason !== 'session-replaced') throw new Error(`expected close 4402 session-replaced, got ${JSON.stringify(closed)}`);
+}
+
 /** Opens a connection; resolves once the socket is open (before any frame). */
 export async function openClient(url: string, options: ClientOptions & { protocols?: string[] } = {}): Promise<TestClient> {
   const { protocols, ...rest } = options;
