@@ -1,3 +1,4 @@
+import { isDeepStrictEqual } from 'node:util';
 import { Acceptor } from './acceptor/Acceptor.js';
 import { ConnectionIndex } from './acceptor/ConnectionIndex.js';
 import { AdminApi } from './admin/AdminApi.js';
@@ -16,6 +17,11 @@ import { CloseCode } from './errors.js';
 import type { Logger } from './log.js';
 import { Metrics } from './metrics.js';
 import { RedisEngine } from './redis/RedisEngine.js';
+
+/** Configuration sections a running pod cannot change: a reload reports them instead. */
+const RESTART_ONLY = [
+  'server', 'admin', 'grpc', 'pod', 'redis', 'nats', 'cluster', 'auth', 'tls', 'metrics', 'websocket', 'sessions', 'lifecycle',
+] as const satisfies ReadonlyArray<keyof Config>;
 
 /** The ports a started gateway listens on. */
 export interface BoundPorts {
@@ -118,6 +124,16 @@ export class Gateway {
     return { public: publicPort, admin };
   }
 
+  /**
+   * Applies what a configuration reload may change while running: the log level and the
+   * per-connection rate limits. Answers the sections that changed but need a restart.
+   */
+  reload(next: Config): string[] {
+    this.#log.level = next.log.level;
+    this.#acceptor.reloadLimits(next.limits);
+    return RESTART_ONLY.filter((section) => !isDeepStrictEqual(next[section], this.#config[section]));
+  }
+
   /** Drains and stops: not ready, stop accepting, stop events, close connections with 1001. Idempotent. */
   stop(): Promise<void> {
     return (this.#stopping ??= this.#stop());
@@ -129,7 +145,10 @@ export class Gateway {
     const steps: ReadonlyArray<readonly [string, () => unknown]> = [
       ['stop accepting', () => this.#acceptor.stopAccepting()],
       ['stop events', () => this.#events.stop()],
-      ['close connections', () => this.#acceptor.closeAll(CloseCode.GoingAway, 'going-away', Math.max(0, deadline - Date.now()))],
+      [
+        'close connections',
+        () => this.#acceptor.closeAll(CloseCode.GoingAway, 'going-away', this.#config.lifecycle.drainWindowMs, Math.max(0, deadline - Date.now())),
+      ],
       ['stop acceptor', () => this.#acceptor.stop()],
       ['stop gRPC server', () => this.#forwarding?.server.stop()],
       ['close peer channels', () => this.#forwarding?.client.stop()],
@@ -166,3 +185,4 @@ function createEngine(config: Config, podId: string, connectionCount: () => numb
     log,
   );
 }
+

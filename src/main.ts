@@ -1,6 +1,6 @@
 import { ConfigError, loadConfig, type LoadedConfig } from './config/load.js';
 import { Gateway, type BoundPorts } from './Gateway.js';
-import { createLogger } from './log.js';
+import { createLogger, type Logger } from './log.js';
 
 /** Exit status for a configuration that cannot start. */
 const EXIT_BAD_CONFIG = 2;
@@ -16,16 +16,22 @@ async function main(): Promise<void> {
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
 
   const gateway = new Gateway(config, log);
+  const startup = gateway.start();
+  // Handlers go in before start-up finishes: a signal during start-up must not kill the process
+  // with the default action (SIGHUP) or skip the drain (SIGTERM).
+  installSignalHandlers(gateway, startup, loaded, log);
   let ports: BoundPorts;
   try {
-    ports = await gateway.start();
+    ports = await startup;
   } catch (err) {
     log.fatal({ err }, 'start-up failed');
     await gateway.stop();
     process.exit(1);
   }
   if (loaded.generatedKeys.length > 0) printDevInstructions(loaded, gateway, ports);
+}
 
+function installSignalHandlers(gateway: Gateway, startup: Promise<unknown>, loaded: LoadedConfig, log: Logger): void {
   let signals = 0;
   const shutdown = (signal: string) => {
     signals++;
@@ -37,12 +43,27 @@ async function main(): Promise<void> {
     const force = setTimeout(() => {
       log.error('shutdown deadline passed: exiting now');
       process.exit(1);
-    }, config.lifecycle.shutdownTimeoutMs + 1000);
+    }, loaded.config.lifecycle.shutdownTimeoutMs + 1000);
     force.unref();
-    gateway.stop().then(() => process.exit(0));
+    // Stop only once start-up has settled, so no part starts after its stop; a failed start-up is
+    // logged where main awaits it.
+    void startup.then(
+      () => gateway.stop(),
+      () => gateway.stop(),
+    ).then(() => process.exit(0));
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGHUP', () => {
+    try {
+      const next = loadConfig(process.argv.slice(2), process.env).config;
+      const needRestart = gateway.reload(next);
+      log.info({ log_level: next.log.level, limits: next.limits, need_restart: needRestart }, 'configuration reloaded');
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      log.error({ errors: err.lines }, 'configuration reload refused; keeping the running configuration');
+    }
+  });
 }
 
 function loadOrExit(): LoadedConfig {

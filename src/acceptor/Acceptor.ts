@@ -45,6 +45,7 @@ const { SHARED_COMPRESSOR, DISABLED } = uWS as unknown as { readonly SHARED_COMP
 // ours and the handler closes oversize frames itself with 1009 and a reason.
 const HARD_PAYLOAD_FACTOR = 4;
 const MISSED_PONGS_BEFORE_CLOSE = 2;
+const DRAIN_STEP_MS = 50;
 // Frames a client may send before `ready`; they are replayed in order once it is sent.
 const MAX_EARLY_FRAMES = 16;
 
@@ -102,11 +103,25 @@ export class Acceptor {
     this.#listenSocket = undefined;
   }
 
-  /** Closes every connection with `code` and resolves once all are closed or the deadline passes. */
-  async closeAll(code: number, reason: string, deadlineMs: number): Promise<void> {
-    for (const connection of this.deps.index.snapshot()) connection.close(code, reason);
-    const until = Date.now() + deadlineMs;
-    while (this.deps.index.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+  /**
+   * Closes every connection with `code`, spread evenly over `windowMs` so clients do not all
+   * reconnect at the same moment, and resolves once all are closed or `deadlineMs` passes.
+   */
+  async closeAll(code: number, reason: string, windowMs: number, deadlineMs: number): Promise<void> {
+    const started = Date.now();
+    const connections = this.deps.index.snapshot();
+    const steps = Math.max(1, Math.floor(windowMs / DRAIN_STEP_MS));
+    const perStep = Math.ceil(connections.length / steps);
+    for (let i = 0; i < connections.length; i += perStep) {
+      for (const connection of connections.slice(i, i + perStep)) connection.close(code, reason);
+      if (i + perStep < connections.length) await sleep(DRAIN_STEP_MS);
+    }
+    while (this.deps.index.size > 0 && Date.now() - started < deadlineMs) await sleep(10);
+  }
+
+  /** Applies reloaded rate limits to every connection, live ones included. */
+  reloadLimits(limits: Pick<ConnectionLimits, 'messagesPerSecond' | 'messageBurst' | 'badFramesPerMinute'>): void {
+    Object.assign(this.options.limits, limits);
   }
 
   /** Force-closes whatever is left and frees the app. Safe to call twice. */
@@ -207,7 +222,7 @@ export class Acceptor {
     const { metrics } = this.deps;
     connection.missedPongs = 0;
     const now = Date.now();
-    if (!connection.messages.take(now)) {
+    if (!connection.takeMessage(now)) {
       metrics.rateLimitHits.inc();
       connection.rateLimitStrikes++;
       const error = new GatewayError('RateLimitExceeded', `more than ${this.options.limits.messagesPerSecond} messages per second; slow down`);
@@ -278,7 +293,7 @@ export class Acceptor {
   #badRequest(connection: Connection, message: string): void {
     this.deps.metrics.badFrames.inc();
     const error = new GatewayError('BadRequest', message);
-    if (connection.badFrames.take(Date.now())) connection.send(errorFrame(error.toPayload()));
+    if (connection.takeBadFrame(Date.now())) connection.send(errorFrame(error.toPayload()));
     else connection.fail(new GatewayError('BadRequest', `too many malformed frames; last: ${message}`));
   }
 
@@ -314,6 +329,10 @@ export class Acceptor {
         : { connection_id: connection.id, admin_id: identity.adminId },
     );
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function shuttingDown(): GatewayError {

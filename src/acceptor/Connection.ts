@@ -27,12 +27,12 @@ export interface SocketData {
   closed: boolean;
 }
 
-/** Per-connection limits, from the configuration. */
+/** Per-connection limits. One object is shared by every connection, so a reload (SIGHUP) applies to all at once. */
 export interface ConnectionLimits {
   readonly sendBufferBytes: number;
-  readonly messagesPerSecond: number;
-  readonly messageBurst: number;
-  readonly badFramesPerMinute: number;
+  messagesPerSecond: number;
+  messageBurst: number;
+  badFramesPerMinute: number;
 }
 
 /** What a connection is allowed to see of admin events; '' means unrestricted. */
@@ -54,8 +54,8 @@ export class Connection implements SessionHolder {
   ready = false;
   missedPongs = 0;
   rateLimitStrikes = 0;
-  readonly messages: TokenBucket;
-  readonly badFrames: TokenBucket;
+  readonly #messages: TokenBucket;
+  readonly #badFrames: TokenBucket;
   /** Routes this connection holds in the registry, by route key, so close releases exactly those. */
   readonly heldRoutes = new Map<string, Route>();
 
@@ -68,8 +68,18 @@ export class Connection implements SessionHolder {
     private readonly limits: ConnectionLimits,
     private readonly onSlowConsumer: SlowConsumerHook,
   ) {
-    this.messages = new TokenBucket(limits.messageBurst, limits.messagesPerSecond, openedAtMs);
-    this.badFrames = new TokenBucket(limits.badFramesPerMinute, limits.badFramesPerMinute / 60, openedAtMs);
+    this.#messages = new TokenBucket(limits.messageBurst, openedAtMs);
+    this.#badFrames = new TokenBucket(limits.badFramesPerMinute, openedAtMs);
+  }
+
+  /** Counts a client message against the rate limit; false when it is over. */
+  takeMessage(nowMs: number): boolean {
+    return this.#messages.take(nowMs, this.limits.messageBurst, this.limits.messagesPerSecond);
+  }
+
+  /** Counts a malformed frame; false once the client sent too many. */
+  takeBadFrame(nowMs: number): boolean {
+    return this.#badFrames.take(nowMs, this.limits.badFramesPerMinute, this.limits.badFramesPerMinute / 60);
   }
 
   /** The session store knows a connection by this id. */

@@ -207,6 +207,9 @@ function crossChecks(config: Config): string[] {
   if (config.redis.url !== '' && !/^rediss?:\/\//.test(config.redis.url)) {
     lines.push('REDIS_URL: must start with redis:// or rediss://');
   }
+  if (config.lifecycle.drainWindowMs >= config.lifecycle.shutdownTimeoutMs) {
+    lines.push('DRAIN_WINDOW_MS: must be shorter than SHUTDOWN_TIMEOUT_MS, which must leave time to release sessions and close');
+  }
   if (config.cluster.renewIntervalMs * 3 > config.cluster.leaseMs) {
     lines.push('LEASE_RENEW_INTERVAL_MS: must be at most a third of LEASE_TTL_MS, so a lease survives a missed renewal');
   }

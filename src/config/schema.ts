@@ -44,7 +44,7 @@ export interface Config {
     readonly badFramesPerMinute: number;
   };
   readonly sessions: { readonly multiDevice: boolean; readonly maxDevicesPerIdentity: number };
-  readonly lifecycle: { readonly shutdownTimeoutMs: number };
+  readonly lifecycle: { readonly drainWindowMs: number; readonly shutdownTimeoutMs: number };
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -141,6 +141,7 @@ export const schema: Schema<Config> = {
     maxDevicesPerIdentity: { doc: 'With MULTI_DEVICE, live connections per identity; the oldest is replaced past it.', format: 'positive-int', default: 5, env: 'MAX_DEVICES_PER_IDENTITY' },
   },
   lifecycle: {
+    drainWindowMs: { doc: 'On SIGTERM, connections are closed with 1001 spread over this window, so clients do not all reconnect at once.', format: 'positive-int', default: 10_000, env: 'DRAIN_WINDOW_MS' },
     shutdownTimeoutMs: { doc: 'Deadline for a graceful stop after SIGTERM; then the process exits anyway.', format: 'positive-int', default: 25_000, env: 'SHUTDOWN_TIMEOUT_MS' },
   },
 };

@@ -177,7 +177,6 @@ export async function startGateway(
       GRPC_PORT: String(await freePort()),
       HOST: '127.0.0.1',
       ADMIN_HOST: '127.0.0.1',
-      LOG_LEVEL: 'info',
       SECRET_TOKEN: keys.secretToken,
       ADMIN_SECRET_TOKEN: keys.adminSecretToken,
       TOKEN_AES_KEY: keys.tokenAesKeys.join(','),

@@ -55,22 +55,31 @@ describe('frames', () => {
 
 describe('TokenBucket', () => {
   test('allows a burst, then refills at the rate', () => {
-    const bucket = new TokenBucket(3, 2, 0);
-    assert.deepEqual([bucket.take(0), bucket.take(0), bucket.take(0), bucket.take(0)], [true, true, true, false]);
-    assert.equal(bucket.take(400), false);
-    assert.equal(bucket.take(500), true);
-    assert.equal(bucket.take(500), false);
+    const bucket = new TokenBucket(3, 0);
+    const take = (now: number) => bucket.take(now, 3, 2);
+    assert.deepEqual([take(0), take(0), take(0), take(0)], [true, true, true, false]);
+    assert.equal(take(400), false);
+    assert.equal(take(500), true);
+    assert.equal(take(500), false);
   });
 
   test('never holds more than its capacity', () => {
-    const bucket = new TokenBucket(2, 100, 0);
-    assert.deepEqual([bucket.take(60_000), bucket.take(60_000), bucket.take(60_000)], [true, true, false]);
+    const bucket = new TokenBucket(2, 0);
+    const take = (now: number) => bucket.take(now, 2, 100);
+    assert.deepEqual([take(60_000), take(60_000), take(60_000)], [true, true, false]);
   });
 
   test('a clock that goes backwards does not add tokens', () => {
-    const bucket = new TokenBucket(1, 1, 1000);
-    assert.equal(bucket.take(1000), true);
-    assert.equal(bucket.take(0), false);
+    const bucket = new TokenBucket(1, 1000);
+    assert.equal(bucket.take(1000, 1, 1), true);
+    assert.equal(bucket.take(0, 1, 1), false);
+  });
+
+  test('new limits apply at the next take (a reload)', () => {
+    const bucket = new TokenBucket(1, 0);
+    assert.equal(bucket.take(0, 1, 1), true);
+    assert.equal(bucket.take(100, 1, 1), false);
+    assert.equal(bucket.take(110, 1, 100), true, 'a higher rate refills faster from then on');
   });
 });
 

@@ -1,0 +1,146 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { headers as natsHeaders } from 'nats';
+import { openClient, type TestClient } from '../support/client.js';
+import { randomKeys, startGateway } from '../support/gateway.js';
+import { NatsServer } from '../support/nats.js';
+import { RedisServer } from '../support/redis.js';
+import { waitFor } from '../support/wait.js';
+
+describe('SIGHUP reload', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'switchboard-reload-'));
+  const file = join(dir, 'switchboard.yaml');
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  test('changes the log level and the rate limit, keeping connections', async () => {
+    writeFileSync(file, 'log: { level: info }\nlimits: { messagesPerSecond: 5, messageBurst: 5 }\n');
+    const gw = await startGateway({ CONFIG_FILE: file });
+    try {
+      const client = await gw.connectUser('hup', 'desk', 'u1');
+      const burst = async (n: number) => {
+        for (let i = 0; i < n; i++) client.send(JSON.stringify({ type: 'select_chat', chat_id: `c${i % 2}` }));
+        await new Promise((resolve) => setTimeout(resolve, 300));
+      };
+      await burst(8);
+      assert.ok(client.raw.some((frame) => frame.includes('RateLimitExceeded')), 'the old limit applies');
+      writeFileSync(file, 'log: { level: debug }\nlimits: { messagesPerSecond: 1000, messageBurst: 1000 }\n');
+      const reloadedBefore = gw.logLines((l) => l['msg'] === 'configuration reloaded').length;
+      gw.child.kill('SIGHUP');
+      await waitFor(() => gw.logLines((l) => l['msg'] === 'configuration reloaded').length > reloadedBefore, 3000, 'the reload');
+      const seen = client.raw.length;
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      await burst(40);
+      assert.ok(!client.raw.slice(seen).some((frame) => frame.includes('RateLimitExceeded')), 'the new limit applies to the live connection');
+      assert.ok(client.isOpen);
+      const other = await gw.connectUser('hup', 'desk', 'u2');
+      await waitFor(() => gw.logLines((l) => l['level'] === 'debug').length > 0, 3000, 'a debug line');
+      other.close();
+      client.close();
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  test('a bad file is refused and the running configuration stays', async () => {
+    writeFileSync(file, 'log: { level: info }\n');
+    const gw = await startGateway({ CONFIG_FILE: file });
+    try {
+      writeFileSync(file, 'log: { level: loud }\n');
+      gw.child.kill('SIGHUP');
+      await waitFor(() => gw.logLines((l) => l['msg'] === 'configuration reload refused; keeping the running configuration').length > 0, 3000, 'the refusal');
+      const client = await gw.connectUser('hup', 'desk', 'u3');
+      client.close();
+    } finally {
+      assert.equal(await gw.stop(), 0);
+    }
+  });
+});
+
+describe('drain', () => {
+  test('SIGTERM closes every connection with 1001, spread over DRAIN_WINDOW_MS, and exits 0', async () => {
+    const gw = await startGateway({ DRAIN_WINDOW_MS: '1500' });
+    const clients: TestClient[] = [];
+    for (let batch = 0; batch < 10; batch++) {
+      clients.push(...(await Promise.all(Array.from({ length: 30 }, (_, i) => gw.connectUser('drain', 'desk', `u${batch * 30 + i}`)))));
+    }
+    const closedAt: number[] = [];
+    const started = Date.now();
+    const closes = clients.map(async (client) => {
+      const info = await client.closeInfo(10_000);
+      closedAt.push(Date.now() - started);
+      return info.code;
+    });
+    gw.child.kill('SIGTERM');
+    const codes = await Promise.all(closes);
+    assert.ok(codes.every((code) => code === 1001), `every client got 1001 (${[...new Set(codes)].join(', ')})`);
+    assert.ok(Math.max(...closedAt) - Math.min(...closedAt) >= 1000, 'closes were spread over the window');
+    assert.equal(await gw.exited, 0);
+  });
+
+  describe('with events flowing', () => {
+    let redis: RedisServer;
+    let nats: NatsServer;
+    before(async () => {
+      [redis, nats] = await Promise.all([RedisServer.start(), NatsServer.start()]);
+    });
+    after(async () => {
+      await Promise.all([redis.stop(), nats.stop()]);
+    });
+
+    test('no event is lost: what the draining pod held reaches the other pod\'s clients', async () => {
+      const keys = randomKeys();
+      const env = { REDIS_URL: redis.url, NATS_URL: nats.url, DRAIN_WINDOW_MS: '1000', NATS_ACK_WAIT_MS: '2000', NATS_NAK_DELAY_MS: '200' };
+      const [draining, staying] = await Promise.all([startGateway(env, keys), startGateway(env, keys)]);
+      const leaving = await Promise.all(Array.from({ length: 50 }, (_, i) => draining.connectUser('flow', 'desk', `a${i}`)));
+      const watcher = await staying.connectUser('flow', 'desk', 'watcher');
+      const nc = await nats.client();
+      let seq = 0;
+      let publishing = true;
+      const publisher = (async () => {
+        while (publishing) {
+          const h = natsHeaders();
+          await nc.jetstream().publish('websocket.flow.desk.chats', JSON.stringify({ seq: seq++ }), { headers: h });
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+      })();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      draining.child.kill('SIGTERM');
+      const codes = await Promise.all(leaving.map(async (client) => (await client.closeInfo(10_000)).code));
+      assert.ok(codes.every((code) => code === 1001));
+      assert.equal(await draining.exited, 0);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      publishing = false;
+      await publisher;
+      const total = seq;
+      const received = () => new Set(watcher.raw.map((text) => (JSON.parse(text) as { payload?: { seq?: number } }).payload?.seq).filter((n) => n !== undefined));
+      await waitFor(() => received().size === total, 15_000, `all ${total} events on the pod that stays`);
+      watcher.close();
+      await staying.stop();
+    });
+  });
+});
+
+describe('wss', () => {
+  test('the public listener speaks TLS with TLS_CERT_FILE / TLS_KEY_FILE', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'switchboard-tls-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const { execFileSync } = await import('node:child_process');
+    const [cert, key] = [join(dir, 'cert.pem'), join(dir, 'key.pem')];
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
+    const gw = await startGateway({ TLS_CERT_FILE: cert, TLS_KEY_FILE: key });
+    try {
+      const url = (await gw.userUrl('tls', 'desk', 'u1')).replace('ws://', 'wss://');
+      const client = await openClient(url, { ca: execFileSync('cat', [cert]) });
+      await client.expect('ready');
+      await gw.publish('websocket.tls.desk.chats', { seq: 1 });
+      assert.deepEqual((await client.expect('event')).payload, { seq: 1 });
+      client.close();
+      await assert.rejects(openClient(url.replace('wss://', 'ws://')));
+    } finally {
+      await gw.stop();
+    }
+  });
+});
