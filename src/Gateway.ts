@@ -9,6 +9,7 @@ import { Dispatch } from './dispatch/Dispatch.js';
 import type { Engine } from './engine/Engine.js';
 import { LocalEngine } from './engine/LocalEngine.js';
 import { LocalEventSource } from './engine/LocalEventSource.js';
+import { channelCredentials, serverCredentials } from './forwarder/credentials.js';
 import { ForwardServer } from './forwarder/ForwardServer.js';
 import { PeerForwarder } from './forwarder/PeerForwarder.js';
 import type { EventSource } from './ingest/EventSource.js';
@@ -71,7 +72,11 @@ export class Gateway {
     const peers =
       engine.name === 'in-process'
         ? undefined
-        : new PeerForwarder({ deadlineMs: config.grpc.deadlineMs, breakerResetMs: config.grpc.breakerResetMs }, metrics, log.child({ part: 'forwarder' }));
+        : new PeerForwarder(
+            { deadlineMs: config.grpc.deadlineMs, breakerResetMs: config.grpc.breakerResetMs, credentials: channelCredentials(config.grpc) },
+            metrics,
+            log.child({ part: 'forwarder' }),
+          );
     this.#dispatch = new Dispatch(
       { routes, local: index, podId: this.podId, peers, ledger: engine.deliveryLedger },
       metrics,
@@ -81,7 +86,10 @@ export class Gateway {
     this.#forwarding =
       peers === undefined
         ? undefined
-        : { client: peers, server: new ForwardServer(config.grpc.port, (events) => dispatch.deliverFromPeer(events), log.child({ part: 'grpc' })) };
+        : {
+            client: peers,
+            server: new ForwardServer(config.grpc.port, serverCredentials(config.grpc), (events) => dispatch.deliverFromPeer(events), log.child({ part: 'grpc' })),
+          };
     this.#acceptor = new Acceptor(
       {
         host: config.server.host,

@@ -201,6 +201,10 @@ function crossChecks(config: Config): string[] {
   if ((config.tls.certFile === '') !== (config.tls.keyFile === '')) {
     lines.push('TLS_CERT_FILE / TLS_KEY_FILE: set both or neither');
   }
+  const grpcTls = [config.grpc.tlsCaFile, config.grpc.tlsCertFile, config.grpc.tlsKeyFile].filter((file) => file !== '');
+  if (grpcTls.length !== 0 && grpcTls.length !== 3) {
+    lines.push('GRPC_TLS_CA_FILE / GRPC_TLS_CERT_FILE / GRPC_TLS_KEY_FILE: set all three (mutual TLS) or none');
+  }
   if (config.limits.messageBurst < config.limits.messagesPerSecond) {
     lines.push('RATE_LIMIT_BURST: must be at least RATE_LIMIT_PER_SECOND');
   }

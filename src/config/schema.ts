@@ -6,7 +6,14 @@ export interface Config {
   readonly configFile: string;
   readonly server: { readonly host: string; readonly port: number };
   readonly admin: { readonly host: string; readonly port: number };
-  readonly grpc: { readonly port: number; readonly deadlineMs: number; readonly breakerResetMs: number };
+  readonly grpc: {
+    readonly port: number;
+    readonly deadlineMs: number;
+    readonly breakerResetMs: number;
+    readonly tlsCaFile: string;
+    readonly tlsCertFile: string;
+    readonly tlsKeyFile: string;
+  };
   readonly pod: { readonly ip: string };
   readonly redis: { readonly url: string; readonly commandTimeoutMs: number };
   readonly cluster: { readonly leaseMs: number; readonly renewIntervalMs: number };
@@ -84,6 +91,9 @@ export const schema: Schema<Config> = {
     port: port('Pod-to-pod gRPC listener.', 50051, 'GRPC_PORT', 'grpc-port'),
     deadlineMs: { doc: 'Deadline of one pod-to-pod push.', format: 'positive-int', default: 1000, env: 'GRPC_DEADLINE_MS' },
     breakerResetMs: { doc: 'How long a peer circuit stays open before one trial push.', format: 'positive-int', default: 2000, env: 'BREAKER_RESET_MS' },
+    tlsCaFile: { doc: 'PEM CA for pod-to-pod mTLS; with the cert and key below, pods only talk to peers it signed.', format: String, default: '', env: 'GRPC_TLS_CA_FILE' },
+    tlsCertFile: { doc: "PEM certificate of this pod for pod-to-pod mTLS (its SAN must cover POD_IP).", format: String, default: '', env: 'GRPC_TLS_CERT_FILE' },
+    tlsKeyFile: { doc: 'PEM private key for GRPC_TLS_CERT_FILE.', format: String, default: '', env: 'GRPC_TLS_KEY_FILE' },
   },
   pod: {
     ip: { doc: "This pod's routable address; pod id is POD_IP:GRPC_PORT.", format: String, default: '127.0.0.1', env: 'POD_IP', arg: 'pod-ip' },

@@ -1,9 +1,13 @@
 import { randomUUID } from 'node:crypto';
+import { GatewayError } from '../errors.js';
 import type { EventSink, EventSource } from '../ingest/EventSource.js';
 
 const REQUEST_ID_HEADER = 'x-request-id';
 
-/** The in-process event source: a publish goes straight to dispatch, on the same path a NATS event takes. */
+/**
+ * Events without a broker: a publish goes straight to dispatch, on the same path a NATS event
+ * takes. The in-process engine's source, and a cluster pod's when NATS_URL is empty.
+ */
 export class LocalEventSource implements EventSource {
   #sink: EventSink | undefined;
   #stopped = false;
@@ -15,7 +19,9 @@ export class LocalEventSource implements EventSource {
   async publish(subject: string, payload: string, headers: Readonly<Record<string, string>>): Promise<void> {
     if (this.#sink === undefined || this.#stopped) throw new Error('event source is not running');
     const requestId = Object.entries(headers).find(([name]) => name.toLowerCase() === REQUEST_ID_HEADER)?.[1];
-    await this.#sink({ origin: 'admin_api', subject, payload, requestId: requestId ?? randomUUID(), publishedAtMs: Date.now() });
+    const outcome = await this.#sink({ origin: 'admin_api', subject, payload, requestId: requestId ?? randomUUID(), publishedAtMs: Date.now() });
+    // Without a broker nothing redelivers: the publisher must hear that an owner missed the event.
+    if (outcome === 'retry') throw new GatewayError('ServiceUnavailable', 'an owning pod could not be reached; publish again');
   }
 
   isHealthy(): boolean {

@@ -22,6 +22,7 @@ export class ForwardServer {
 
   constructor(
     private readonly port: number,
+    private readonly credentials: grpc.ServerCredentials,
     private readonly deliver: PeerDelivery,
     private readonly log: Logger,
   ) {
@@ -33,7 +34,7 @@ export class ForwardServer {
   /** Listens on every interface (peers dial POD_IP:GRPC_PORT); resolves with the bound port. */
   async start(): Promise<number> {
     const port = await new Promise<number>((resolve, reject) => {
-      this.#server.bindAsync(`0.0.0.0:${this.port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => (err === null ? resolve(bound) : reject(err)));
+      this.#server.bindAsync(`0.0.0.0:${this.port}`, this.credentials, (err, bound) => (err === null ? resolve(bound) : reject(err)));
     });
     this.#setServing(true);
     return port;

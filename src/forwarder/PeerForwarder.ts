@@ -10,6 +10,7 @@ import { loadForwarderService, type ForwarderClient, type PushReply, type WireEv
 export interface ForwarderOptions {
   readonly deadlineMs: number;
   readonly breakerResetMs: number;
+  readonly credentials: grpc.ChannelCredentials;
 }
 
 type BreakerState = 'closed' | 'half-open' | 'open';
@@ -41,7 +42,7 @@ class Peer {
     private readonly log: Logger,
   ) {
     // proto-loader builds the client at run time; ForwarderClient is the shape forward.proto gives it.
-    this.client = new Client(podId, grpc.credentials.createInsecure(), {
+    this.client = new Client(podId, options.credentials, {
       'grpc.keepalive_time_ms': 10_000,
       'grpc.keepalive_timeout_ms': 5000,
       'grpc.keepalive_permit_without_calls': 1,
