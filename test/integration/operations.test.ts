@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { headers as natsHeaders } from 'nats';
+import { parseAesKeys, TokenCodec } from '../../src/auth/tokenCodec.js';
 import { openClient, type TestClient } from '../support/client.js';
 import { randomKeys, startGateway } from '../support/gateway.js';
 import { NatsServer } from '../support/nats.js';
@@ -60,11 +61,19 @@ describe('SIGHUP reload', () => {
 });
 
 describe('drain', () => {
-  test('SIGTERM closes every connection with 1001, spread over DRAIN_WINDOW_MS, and exits 0', async () => {
+  test('SIGTERM closes 2,000 connections with 1001, spread over DRAIN_WINDOW_MS, and exits 0', async () => {
     const gw = await startGateway({ DRAIN_WINDOW_MS: '1500' });
+    const codec = new TokenCodec(parseAesKeys(gw.keys.tokenAesKeys));
     const clients: TestClient[] = [];
-    for (let batch = 0; batch < 10; batch++) {
-      clients.push(...(await Promise.all(Array.from({ length: 30 }, (_, i) => gw.connectUser('drain', 'desk', `u${batch * 30 + i}`)))));
+    for (let batch = 0; batch < 20; batch++) {
+      const urls = Array.from({ length: 100 }, (_, i) => {
+        const user = `u${batch * 100 + i}`;
+        const token = codec.mintUser({ companyId: 'drain', agentId: 'desk', userId: user, expiresAtMs: Date.now() + 600_000 });
+        return `${gw.wsBase}/ws/drain/desk?user=${user}&x-api-key=${gw.keys.secretToken}&token=${encodeURIComponent(token)}`;
+      });
+      const opened = await Promise.all(urls.map((url) => openClient(url)));
+      await Promise.all(opened.map((client) => client.expect('ready', 10_000)));
+      clients.push(...opened);
     }
     const closedAt: number[] = [];
     const started = Date.now();
