@@ -181,7 +181,7 @@ function createEngine(config: Config, podId: string, connectionCount: () => numb
   if (config.redis.url === '') return new LocalEngine(podId, maxDevices, connectionCount);
   return new RedisEngine(
     {
-      redis: { url: config.redis.url, commandTimeoutMs: config.redis.commandTimeoutMs },
+      redis: config.redis,
       lease: config.cluster,
       podId,
       maxDevices,

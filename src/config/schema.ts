@@ -15,7 +15,7 @@ export interface Config {
     readonly tlsKeyFile: string;
   };
   readonly pod: { readonly ip: string };
-  readonly redis: { readonly url: string; readonly commandTimeoutMs: number };
+  readonly redis: { readonly url: string; readonly commandTimeoutMs: number; readonly tlsCaFile: string };
   readonly cluster: { readonly leaseMs: number; readonly renewIntervalMs: number };
   readonly nats: {
     readonly url: string;
@@ -26,6 +26,8 @@ export interface Config {
     readonly nakDelayMs: number;
     readonly deadLetterSubject: string;
     readonly maxInFlight: number;
+    readonly tlsCaFile: string;
+    readonly credsFile: string;
   };
   readonly auth: {
     readonly secretToken: string;
@@ -101,6 +103,7 @@ export const schema: Schema<Config> = {
   redis: {
     url: { doc: 'redis://host:port/db; empty runs the in-process engine.', format: String, default: '', env: 'REDIS_URL', arg: 'redis-url' },
     commandTimeoutMs: { doc: 'A Redis command slower than this fails (a hung Redis is treated as unreachable).', format: 'positive-int', default: 1000, env: 'REDIS_COMMAND_TIMEOUT_MS' },
+    tlsCaFile: { doc: 'PEM CA that signed the Redis server certificate (with a rediss:// URL).', format: String, default: '', env: 'REDIS_TLS_CA_FILE' },
   },
   cluster: {
     leaseMs: { doc: 'Lease of session locks, route entries and pod heartbeats in Redis.', format: 'positive-int', default: 30_000, env: 'LEASE_TTL_MS' },
@@ -115,6 +118,8 @@ export const schema: Schema<Config> = {
     nakDelayMs: { doc: 'Delay before an event whose owner could not be reached is redelivered.', format: 'positive-int', default: 1000, env: 'NATS_NAK_DELAY_MS' },
     deadLetterSubject: { doc: 'Where dead events are published (empty: only counted and logged); must be outside the stream.', format: String, default: '', env: 'NATS_DEAD_LETTER_SUBJECT' },
     maxInFlight: { doc: 'Events a pod handles at once.', format: 'positive-int', default: 512, env: 'NATS_MAX_IN_FLIGHT' },
+    tlsCaFile: { doc: 'PEM CA that signed the NATS server certificate; set it to require TLS.', format: String, default: '', env: 'NATS_TLS_CA_FILE' },
+    credsFile: { doc: 'NATS credentials file (JWT and NKey seed) to authenticate with.', format: String, default: '', env: 'NATS_CREDS_FILE', sensitive: true },
   },
   auth: {
     secretToken: { doc: 'API key for user connections and /generate-token.', format: String, default: '', env: 'SECRET_TOKEN', sensitive: true },

@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import {
   AckPolicy,
   connect,
+  credsAuthenticator,
   headers as natsHeaders,
   nanos,
   NatsError,
@@ -54,11 +56,15 @@ export class NatsEventSource implements EventSource {
 
   /** Connects, makes sure the stream and consumer exist (leaving existing ones as they are), and starts pulling. */
   async start(sink: EventSink): Promise<void> {
+    const { tlsCaFile, credsFile } = this.options;
+    // Users and passwords may ride in the URLs (nats://user:pass@host); TLS and creds come from files.
     const connection = await connect({
       servers: this.options.url.split(',').map((url) => url.trim()),
       name: this.podId,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 500,
+      ...(tlsCaFile === '' ? {} : { tls: { caFile: tlsCaFile } }),
+      ...(credsFile === '' ? {} : { authenticator: credsAuthenticator(readFileSync(credsFile)) }),
     });
     this.#connection = connection;
     this.#setConnected(true);

@@ -9,6 +9,8 @@ export interface RedisOptions {
   readonly url: string;
   /** A command that takes longer fails, so a hung Redis is noticed instead of waited on. */
   readonly commandTimeoutMs: number;
+  /** CA for a rediss:// server certificate; '' trusts the system's CAs. */
+  readonly tlsCaFile: string;
 }
 
 const HEALTH_PROBE_MS = 1000;
@@ -30,6 +32,7 @@ export class RedisConnection {
     private readonly log: Logger,
   ) {
     const common = {
+      ...(options.tlsCaFile === '' ? {} : { tls: { ca: readFileSync(options.tlsCaFile) } }),
       lazyConnect: true,
       commandTimeout: options.commandTimeoutMs,
       retryStrategy: (attempt: number) => Math.min(attempt * 100, 1000),
