@@ -88,12 +88,16 @@ describe('cluster on Redis', () => {
     const onB = track(await b().connectUser('routes', 'desk', 'u3'));
     const chats = 'route:routes:desk:chats';
     assert.deepEqual((await redis.client.smembers(chats)).sort(), [a().podId, b().podId].sort());
+    // select_chat registers its route in the background: wait for Redis rather than race it.
+    const members = (key: string) => redis.client.smembers(key);
+    const settles = async (key: string, expected: string[], what: string) =>
+      waitFor(async () => JSON.stringify((await members(key)).sort()) === JSON.stringify(expected), 2000, what);
     await onA.selectChat('c1');
     await alsoA.selectChat('c1');
-    assert.deepEqual(await redis.client.smembers('route:routes:desk:messages:c1'), [a().podId]);
+    await settles('route:routes:desk:messages:c1', [a().podId], 'pod A on chat c1');
     await onA.selectChat('c2');
-    assert.deepEqual(await redis.client.smembers('route:routes:desk:messages:c2'), [a().podId]);
-    assert.deepEqual(await redis.client.smembers('route:routes:desk:messages:c1'), [a().podId], 'still held by the other connection');
+    await settles('route:routes:desk:messages:c2', [a().podId], 'pod A on chat c2');
+    assert.deepEqual(await members('route:routes:desk:messages:c1'), [a().podId], 'still held by the other connection');
     alsoA.close();
     await waitFor(async () => (await redis.client.exists('route:routes:desk:messages:c1')) === 0, 2000, 'c1 to leave with its last connection');
     onA.close();
