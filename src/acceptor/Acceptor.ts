@@ -146,7 +146,7 @@ export class Acceptor {
         return;
       }
     }
-    const data: SocketData = { request, connection: undefined, early: [], closed: false };
+    const data: SocketData = { request, connection: undefined, early: undefined, closed: false };
     res.upgrade<SocketData>(data, request.secWebSocketKey, chooseSubprotocol(request.secWebSocketProtocol), request.secWebSocketExtensions, context);
   }
 
@@ -154,6 +154,8 @@ export class Acceptor {
   async #establish(ws: WebSocket<SocketData>): Promise<void> {
     const data = ws.getUserData();
     const { request } = data;
+    if (request === undefined) return;
+    data.request = undefined;
     let outcome: Admitted;
     try {
       outcome = this.#accepting ? await this.#admission.admit(request, Date.now()) : { rejection: shuttingDown() };
@@ -196,7 +198,9 @@ export class Acceptor {
     connection.ready = true;
     connection.send(READY_FRAME);
     if (this.deps.log.isLevelEnabled('debug')) this.#log(connection).debug('connection ready');
-    for (const frame of data.early.splice(0)) {
+    const early = data.early ?? [];
+    data.early = undefined;
+    for (const frame of early) {
       if (connection.closed) break;
       this.#handleFrame(connection, frame.message, frame.isBinary);
     }
@@ -211,6 +215,7 @@ export class Acceptor {
     }
     const { connection } = data;
     if (connection === undefined || !connection.ready) {
+      data.early ??= [];
       if (data.early.length < MAX_EARLY_FRAMES) data.early.push({ message: message.slice(0), isBinary });
       else ws.send(errorFrame({ code: 'BadRequest', message: `at most ${MAX_EARLY_FRAMES} frames before "ready"; this one was dropped` }), false);
       return;
@@ -275,7 +280,7 @@ export class Acceptor {
       if (connection.ready) metrics.connectionDuration.observe({ type: connection.type }, (Date.now() - connection.openedAtMs) / 1000);
     }
     if (connection.revoked === 'replaced') metrics.sessionReplacements.inc({ type: connection.type });
-    for (const route of [...connection.heldRoutes.values()]) this.#dropRoute(connection, route);
+    for (const route of [...connection.heldRoutes]) this.#dropRoute(connection, route);
     void this.#releaseSession(connection);
   }
 
@@ -299,15 +304,18 @@ export class Acceptor {
 
   async #holdRoute(connection: Connection, route: Route): Promise<void> {
     const key = routeKey(route);
-    if (connection.closed || connection.heldRoutes.has(key)) return;
-    connection.heldRoutes.set(key, route);
+    if (connection.closed || connection.heldRoutes.some((held) => routeKey(held) === key)) return;
+    connection.heldRoutes.push(route);
     await this.deps.routes.retain(route);
   }
 
   #dropRoute(connection: Connection, route: Route): void {
-    if (!connection.heldRoutes.delete(routeKey(route))) return;
+    const key = routeKey(route);
+    const index = connection.heldRoutes.findIndex((held) => routeKey(held) === key);
+    if (index < 0) return;
+    connection.heldRoutes.splice(index, 1);
     this.deps.routes.release(route).catch((err: unknown) => {
-      this.#log(connection).warn({ err, route: routeKey(route) }, 'could not release a route; it will expire');
+      this.#log(connection).warn({ err, route: key }, 'could not release a route; it will expire');
     });
   }
 

@@ -19,11 +19,12 @@ export interface EarlyFrame {
  * (token cache, session) finishes after open: uWS drops sockets upgraded from async code.
  */
 export interface SocketData {
-  readonly request: HandshakeRequest;
+  /** Dropped once the handshake is over: it carries the token and is not needed after. */
+  request: HandshakeRequest | undefined;
   /** Set once the handshake admitted the connection. */
   connection: Connection | undefined;
-  /** Frames that came before `ready`, replayed once it is sent. */
-  readonly early: EarlyFrame[];
+  /** Frames that came before `ready`, replayed once it is sent; created only when one comes. */
+  early: EarlyFrame[] | undefined;
   closed: boolean;
 }
 
@@ -56,8 +57,8 @@ export class Connection implements SessionHolder {
   rateLimitStrikes = 0;
   readonly #messages: TokenBucket;
   readonly #badFrames: TokenBucket;
-  /** Routes this connection holds in the registry, by route key, so close releases exactly those. */
-  readonly heldRoutes = new Map<string, Route>();
+  /** Routes this connection holds in the registry (its agent and at most one chat), so close releases exactly those. */
+  readonly heldRoutes: Route[] = [];
 
   constructor(
     readonly id: string,
