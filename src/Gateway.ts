@@ -1,6 +1,5 @@
 import { isDeepStrictEqual } from 'node:util';
 import { Acceptor } from './acceptor/Acceptor.js';
-import { ConnectionIndex } from './acceptor/ConnectionIndex.js';
 import { AdminApi } from './admin/AdminApi.js';
 import { Authenticator } from './auth/Authenticator.js';
 import { parseAesKeys, TokenCodec } from './auth/tokenCodec.js';
@@ -55,8 +54,8 @@ export class Gateway {
       user: new TokenCodec(parseAesKeys(config.auth.tokenAesKeys)),
       admin: new TokenCodec(parseAesKeys(config.auth.adminTokenAesKeys)),
     };
-    const index = new ConnectionIndex();
-    const engine = createEngine(config, this.podId, () => index.size, metrics, log);
+    // The acceptor is built below; the engine only asks for the count once running.
+    const engine = createEngine(config, this.podId, () => this.#acceptor.connections.size, metrics, log);
     this.#engine = engine;
     const { sessions, routes } = engine;
     const authenticator = new Authenticator(
@@ -78,7 +77,7 @@ export class Gateway {
             log.child({ part: 'forwarder' }),
           );
     this.#dispatch = new Dispatch(
-      { routes, local: index, podId: this.podId, peers, ledger: engine.deliveryLedger },
+      { routes, local: { deliver: (target, frame) => this.#acceptor.connections.deliver(target, frame) }, podId: this.podId, peers, ledger: engine.deliveryLedger },
       metrics,
       log.child({ part: 'dispatch' }),
     );
@@ -107,7 +106,7 @@ export class Gateway {
           badFramesPerMinute: config.limits.badFramesPerMinute,
         },
       },
-      { authenticator, sessions, routes, index, metrics, log: log.child({ part: 'acceptor' }), isReady: () => this.#ready && engine.isHealthy() && this.#events.isHealthy() },
+      { authenticator, sessions, routes, metrics, log: log.child({ part: 'acceptor' }), isReady: () => this.#ready && engine.isHealthy() && this.#events.isHealthy() },
     );
     this.#admin = new AdminApi(config.admin, {
       authenticator,

@@ -9,7 +9,7 @@ import { routeKey, type Route, type RouteRegistry } from '../routes/RouteRegistr
 import type { SessionStore } from '../sessions/SessionStore.js';
 import { Admission, type Admitted } from './Admission.js';
 import type { Connection, ConnectionLimits, SocketData } from './Connection.js';
-import type { ConnectionIndex } from './ConnectionIndex.js';
+import { ConnectionIndex } from './ConnectionIndex.js';
 import { chooseSubprotocol, readHandshake, type HandshakeRequest } from './handshake.js';
 import { errorFrame, parseClientFrame, READY_FRAME } from './protocol.js';
 
@@ -31,7 +31,6 @@ export interface AcceptorDeps {
   readonly authenticator: Authenticator;
   readonly sessions: SessionStore;
   readonly routes: RouteRegistry;
-  readonly index: ConnectionIndex;
   readonly metrics: Metrics;
   readonly log: Logger;
   /** Whether /ready should answer 200 (dependencies reachable, not draining). */
@@ -46,6 +45,8 @@ const { SHARED_COMPRESSOR, DISABLED } = uWS as unknown as { readonly SHARED_COMP
 const HARD_PAYLOAD_FACTOR = 4;
 const MISSED_PONGS_BEFORE_CLOSE = 2;
 const DRAIN_STEP_MS = 50;
+const SLOW_CONSUMER_SWEEP_MS = 100;
+const BACKPRESSURE_FACTOR = 4;
 // Frames a client may send before `ready`; they are replayed in order once it is sent.
 const MAX_EARLY_FRAMES = 16;
 
@@ -53,6 +54,9 @@ const MAX_EARLY_FRAMES = 16;
 export class Acceptor {
   readonly #app: TemplatedApp;
   readonly #admission: Admission;
+  /** This pod's ready connections; dispatch delivers through it. */
+  readonly connections: ConnectionIndex;
+  #slowConsumerSweep: NodeJS.Timeout | undefined;
   #listenSocket: us_listen_socket | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
   #accepting = true;
@@ -67,8 +71,9 @@ export class Acceptor {
     const behavior = {
       compression: options.compression ? SHARED_COMPRESSOR : DISABLED,
       maxPayloadLength: options.maxFrameBytes * HARD_PAYLOAD_FACTOR,
-      // Twice our ceiling: uWS must not drop frames before our own check closes the client with 4408.
-      maxBackpressure: options.limits.sendBufferBytes * 2,
+      // Published frames past this are dropped by uWS for that socket; the sweep closes it with 4408
+      // first unless a burst outruns it, so this bounds a slow client's memory at a small multiple.
+      maxBackpressure: options.limits.sendBufferBytes * BACKPRESSURE_FACTOR,
       closeOnBackpressureLimit: false,
       idleTimeout: 0,
       sendPingsAutomatically: false,
@@ -83,6 +88,7 @@ export class Acceptor {
       .get('/health', (res) => json(res, 200, { status: 'ok' }))
       .get('/ready', (res) => (this.deps.isReady() && this.#accepting ? json(res, 200, { status: 'ready' }) : json(res, 503, { status: 'not-ready' })))
       .any('/*', (res) => json(res, 404, { code: 'NotFound', message: 'no such endpoint; WebSocket clients connect to /ws/{company}/{agent} or /ws/admin' }));
+    this.connections = new ConnectionIndex(this.#app);
   }
 
   /** Listens; resolves with the bound port (useful with port 0). */
@@ -93,6 +99,8 @@ export class Acceptor {
     this.#listenSocket = socket;
     this.#heartbeat = setInterval(() => this.#sweepHeartbeats(), this.options.heartbeatIntervalMs);
     this.#heartbeat.unref();
+    this.#slowConsumerSweep = setInterval(() => this.#sweepSlowConsumers(), SLOW_CONSUMER_SWEEP_MS);
+    this.#slowConsumerSweep.unref();
     return uWS.us_socket_local_port(socket);
   }
 
@@ -109,14 +117,14 @@ export class Acceptor {
    */
   async closeAll(code: number, reason: string, windowMs: number, deadlineMs: number): Promise<void> {
     const started = Date.now();
-    const connections = this.deps.index.snapshot();
+    const connections = this.connections.snapshot();
     const steps = Math.max(1, Math.floor(windowMs / DRAIN_STEP_MS));
     const perStep = Math.ceil(connections.length / steps);
     for (let i = 0; i < connections.length; i += perStep) {
       for (const connection of connections.slice(i, i + perStep)) connection.close(code, reason);
       if (i + perStep < connections.length) await sleep(DRAIN_STEP_MS);
     }
-    while (this.deps.index.size > 0 && Date.now() - started < deadlineMs) await sleep(10);
+    while (this.connections.size > 0 && Date.now() - started < deadlineMs) await sleep(10);
   }
 
   /** Applies reloaded rate limits to every connection, live ones included. */
@@ -128,6 +136,7 @@ export class Acceptor {
   stop(): void {
     this.stopAccepting();
     clearInterval(this.#heartbeat);
+    clearInterval(this.#slowConsumerSweep);
     this.#app.close();
   }
 
@@ -192,7 +201,7 @@ export class Acceptor {
     }
     if (connection.closed) return;
     // Indexed only now, so no event can reach the client before `ready`.
-    this.deps.index.add(connection);
+    this.connections.add(connection);
     this.deps.metrics.connectionsActive.inc({ type: connection.type });
     this.deps.metrics.connectionsOpened.inc({ type: connection.type });
     connection.ready = true;
@@ -254,7 +263,7 @@ export class Acceptor {
     const previous = connection.selectedChat;
     const { chatId } = parsed.frame;
     if (previous === chatId) return;
-    this.deps.index.selectChat(connection, chatId);
+    this.connections.selectChat(connection, chatId);
     const chatRoute = (id: string): Route => ({ kind: 'chat', companyId: identity.companyId, agentId: identity.agentId, chatId: id });
     if (previous !== undefined) this.#dropRoute(connection, chatRoute(previous));
     this.#holdRoute(connection, chatRoute(chatId)).catch((err: unknown) => {
@@ -274,8 +283,8 @@ export class Acceptor {
     if (connection === undefined) return;
     connection.markClosed();
     if (this.deps.log.isLevelEnabled('debug')) this.#log(connection).debug({ code, ready: connection.ready }, 'connection closed');
-    const { index, metrics } = this.deps;
-    if (index.remove(connection)) {
+    const { metrics } = this.deps;
+    if (this.connections.remove(connection)) {
       metrics.connectionsActive.dec({ type: connection.type });
       if (connection.ready) metrics.connectionDuration.observe({ type: connection.type }, (Date.now() - connection.openedAtMs) / 1000);
     }
@@ -284,8 +293,15 @@ export class Acceptor {
     void this.#releaseSession(connection);
   }
 
+  /** Delivery is uWS pub/sub, which reports no per-socket back-pressure: look for it here. */
+  #sweepSlowConsumers(): void {
+    for (const connection of this.connections.snapshot()) {
+      if (connection.overflowing) connection.failSlow();
+    }
+  }
+
   #sweepHeartbeats(): void {
-    for (const connection of this.deps.index.snapshot()) {
+    for (const connection of this.connections.snapshot()) {
       if (connection.missedPongs >= MISSED_PONGS_BEFORE_CLOSE) {
         connection.close(CloseCode.PolicyViolation, 'heartbeat-timeout');
         continue;

@@ -109,11 +109,29 @@ export class Connection implements SessionHolder {
     const status = ws.send(frame, false);
     // send() answers 2 when uWS dropped the frame at its own hard limit; either way the client is too slow.
     if (status === 2 || ws.getBufferedAmount() > this.limits.sendBufferBytes) {
-      this.onSlowConsumer(this);
-      this.fail(new GatewayError('SlowConsumer', 'send buffer limit exceeded; the client is not reading'));
+      this.failSlow();
       return false;
     }
     return true;
+  }
+
+  subscribe(topic: string): void {
+    if (this.#ws !== undefined && !this.#closed) this.#ws.subscribe(topic);
+  }
+
+  unsubscribe(topic: string): void {
+    if (this.#ws !== undefined && !this.#closed) this.#ws.unsubscribe(topic);
+  }
+
+  /** True once the client stopped reading long enough to pass its send-buffer ceiling. */
+  get overflowing(): boolean {
+    return this.#ws !== undefined && !this.#closed && this.#ws.getBufferedAmount() > this.limits.sendBufferBytes;
+  }
+
+  /** Closes a client that overflowed its send buffer with 4408; no error frame, since it is not reading. */
+  failSlow(): void {
+    this.onSlowConsumer(this);
+    this.close(ERRORS.SlowConsumer.close, ERRORS.SlowConsumer.reason);
   }
 
   ping(): void {

@@ -1,3 +1,4 @@
+import type { TemplatedApp } from 'uWebSockets.js';
 import type { EventTarget } from '../dispatch/subject.js';
 import type { Connection } from './Connection.js';
 
@@ -6,12 +7,21 @@ export interface LocalDelivery {
   deliver(target: EventTarget, frame: string): number;
 }
 
-/** The ready connections of this pod, indexed the way events address them. */
+// uWS topics, one per way events address connections. Ids exclude ':' and '*', so these cannot collide.
+const agentTopic = (companyId: string, agentId: string) => `agent:${companyId}:${agentId}`;
+const chatTopic = (companyId: string, agentId: string, chatId: string) => `chat:${companyId}:${agentId}:${chatId}`;
+const adminTopic = (companyId: string, agentId: string) => `admins:${companyId}:${agentId}`;
+const ANY = '*';
+
+/**
+ * The ready connections of this pod. Delivery is uWS pub/sub: each connection subscribes to the
+ * topics of its agent, its selected chat, or (admins) its scope, and one publish reaches them all
+ * from C++, batched per socket. Send-buffer ceilings are enforced by the acceptor's sweep.
+ */
 export class ConnectionIndex implements LocalDelivery {
   readonly #all = new Map<string, Connection>();
-  readonly #byAgent = new Map<string, Set<Connection>>();
-  readonly #byChat = new Map<string, Set<Connection>>();
-  readonly #admins = new Set<Connection>();
+
+  constructor(private readonly app: TemplatedApp) {}
 
   get size(): number {
     return this.#all.size;
@@ -26,28 +36,18 @@ export class ConnectionIndex implements LocalDelivery {
     this.#all.set(connection.id, connection);
     const { identity } = connection;
     if (identity.kind === 'admin') {
-      this.#admins.add(connection);
+      connection.subscribe(adminScopeTopic(connection));
       return;
     }
-    addTo(this.#byAgent, agentKey(identity.companyId, identity.agentId), connection);
+    connection.subscribe(agentTopic(identity.companyId, identity.agentId));
     if (connection.selectedChat !== undefined) {
-      addTo(this.#byChat, chatKey(identity.companyId, identity.agentId, connection.selectedChat), connection);
+      connection.subscribe(chatTopic(identity.companyId, identity.agentId, connection.selectedChat));
     }
   }
 
-  /** Removes a connection; false if it was not indexed. */
+  /** Removes a connection (its subscriptions end with its socket); false if it was not indexed. */
   remove(connection: Connection): boolean {
-    if (!this.#all.delete(connection.id)) return false;
-    const { identity } = connection;
-    if (identity.kind === 'admin') {
-      this.#admins.delete(connection);
-      return true;
-    }
-    removeFrom(this.#byAgent, agentKey(identity.companyId, identity.agentId), connection);
-    if (connection.selectedChat !== undefined) {
-      removeFrom(this.#byChat, chatKey(identity.companyId, identity.agentId, connection.selectedChat), connection);
-    }
-    return true;
+    return this.#all.delete(connection.id);
   }
 
   /** Moves a user connection from its previous chat (if any) to `chatId`. */
@@ -56,61 +56,44 @@ export class ConnectionIndex implements LocalDelivery {
     if (identity.kind !== 'user') return;
     const indexed = this.#all.has(connection.id);
     if (indexed && connection.selectedChat !== undefined) {
-      removeFrom(this.#byChat, chatKey(identity.companyId, identity.agentId, connection.selectedChat), connection);
+      connection.unsubscribe(chatTopic(identity.companyId, identity.agentId, connection.selectedChat));
     }
     connection.selectedChat = chatId;
-    if (indexed) addTo(this.#byChat, chatKey(identity.companyId, identity.agentId, chatId), connection);
+    if (indexed) connection.subscribe(chatTopic(identity.companyId, identity.agentId, chatId));
   }
 
   deliver(target: EventTarget, frame: string): number {
-    let delivered = 0;
-    const send = (connection: Connection) => {
-      if (connection.send(frame)) delivered++;
-    };
     switch (target.kind) {
       case 'agent':
-        this.#byAgent.get(agentKey(target.companyId, target.agentId))?.forEach(send);
-        break;
+        return this.#publish(agentTopic(target.companyId, target.agentId), frame);
       case 'chat':
-        this.#byChat.get(chatKey(target.companyId, target.agentId, target.chatId))?.forEach(send);
-        break;
-      case 'admins':
-        for (const admin of this.#admins) {
-          if (adminScopeCovers(admin, target.companyId, target.agentId)) send(admin);
-        }
-        break;
+        return this.#publish(chatTopic(target.companyId, target.agentId, target.chatId), frame);
+      case 'admins': {
+        // An admin subscribes to exactly one of these, so nobody gets the event twice.
+        const { companyId, agentId } = target;
+        const topics = [adminTopic(ANY, ANY), adminTopic(companyId, ANY), adminTopic(ANY, agentId), adminTopic(companyId, agentId)];
+        return topics.reduce((sum, topic) => sum + this.#publish(topic, frame), 0);
+      }
     }
-    return delivered;
+  }
+
+  #publish(topic: string, frame: string): number {
+    const subscribers = this.app.numSubscribers(topic);
+    if (subscribers > 0) this.app.publish(topic, frame, false);
+    return subscribers;
   }
 }
 
-/** An admin sees an agent's events when every scope field it carries matches ('' matches all). */
-export function adminScopeCovers(connection: Connection, companyId: string, agentId: string): boolean {
+/**
+ * The one admin topic a connection's scope maps to: the company it is restricted or subscribed to
+ * (if both are set they must agree, or it sees nothing) and the agent it is subscribed to.
+ */
+function adminScopeTopic(connection: Connection): string {
   const scope = connection.adminScope;
-  if (scope === undefined) return false;
-  return (
-    (scope.companyIdRestriction === '' || scope.companyIdRestriction === companyId) &&
-    (scope.subscribedCompanyId === '' || scope.subscribedCompanyId === companyId) &&
-    (scope.subscribedAgentId === '' || scope.subscribedAgentId === agentId)
-  );
-}
-
-// Identifiers are validated at the handshake to exclude ':', so these keys cannot collide.
-const agentKey = (companyId: string, agentId: string) => `${companyId}:${agentId}`;
-const chatKey = (companyId: string, agentId: string, chatId: string) => `${companyId}:${agentId}:${chatId}`;
-
-function addTo(map: Map<string, Set<Connection>>, key: string, connection: Connection): void {
-  let set = map.get(key);
-  if (set === undefined) {
-    set = new Set();
-    map.set(key, set);
-  }
-  set.add(connection);
-}
-
-function removeFrom(map: Map<string, Set<Connection>>, key: string, connection: Connection): void {
-  const set = map.get(key);
-  if (set === undefined) return;
-  set.delete(connection);
-  if (set.size === 0) map.delete(key);
+  const restriction = scope?.companyIdRestriction ?? '';
+  const subscribed = scope?.subscribedCompanyId ?? '';
+  if (restriction !== '' && subscribed !== '' && restriction !== subscribed) return 'admins:none';
+  const company = restriction !== '' ? restriction : subscribed;
+  const agent = scope?.subscribedAgentId ?? '';
+  return adminTopic(company === '' ? ANY : company, agent === '' ? ANY : agent);
 }
