@@ -1,0 +1,144 @@
+// A client process for bench/fanout.ts. It reads its task (the URLs to open) as the first line
+// on stdin, opens every connection and waits for `ready`, then obeys one command per stdin line
+// and answers each with one JSON line on stdout:
+//   {"cmd":"measure","phase":"p1"}  start counting events of phase p1 (counters reset)  → {"kind":"ok"}
+//   {"cmd":"count"}                 events counted so far                                → {"kind":"count",...}
+//   {"cmd":"report"}                counts, latency histogram and CPU since `measure`     → {"kind":"report",...}
+//   {"cmd":"exit"}                  close every socket and exit (so does the end of stdin)
+// Latency is receive time minus the payload's `sent_at_ms`, both read with benchClock(), a
+// sub-millisecond clock aligned to Date.now() in every process.
+import { createInterface } from 'node:readline';
+import WebSocket from 'ws';
+import { benchClock as now, type ClientCommand, type ClientLine, type ClientTask, type ConnectedLine } from './fanoutProtocol.js';
+import { LatencyHistogram } from './latencyHistogram.js';
+
+const EVENT_PREFIX = '{"type":"event"';
+const READY_FRAME = '{"type":"ready"}';
+const SENT_AT_KEY = '"sent_at_ms":';
+
+const histogram = new LatencyHistogram();
+const sockets: WebSocket[] = [];
+const closes: Record<string, number> = {};
+let phaseMarker = '';
+let delivered = 0;
+let stale = 0;
+let measureCpu = process.cpuUsage();
+let measureStartedAt = now();
+
+/** Counts one frame. String searches instead of JSON.parse: the client's own cost is noise in the result. */
+function onFrame(text: string): void {
+  if (!text.startsWith(EVENT_PREFIX)) return;
+  const receivedAt = now();
+  if (phaseMarker === '' || !text.includes(phaseMarker)) {
+    stale++;
+    return;
+  }
+  const at = text.indexOf(SENT_AT_KEY);
+  if (at < 0) return;
+  delivered++;
+  // parseFloat stops at the ',' after the number, so no need to find where it ends.
+  histogram.record(receivedAt - Number.parseFloat(text.slice(at + SENT_AT_KEY.length, at + SENT_AT_KEY.length + 32)));
+}
+
+/** Opens one socket; resolves true once it is `ready`, false if it fails first. */
+function open(url: string, task: ClientTask, failures: string[]): Promise<boolean> {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(url, ['json.v1'], {
+      perMessageDeflate: false,
+      skipUTF8Validation: true,
+      handshakeTimeout: task.connectTimeoutMs,
+      ...(task.localAddress === undefined ? {} : { localAddress: task.localAddress }),
+    });
+    let ready = false;
+    const fail = (why: string) => {
+      if (ready) return;
+      failures.push(why);
+      ws.terminate();
+      resolve(false);
+    };
+    const timer = setTimeout(() => fail(`no ready within ${task.connectTimeoutMs} ms`), task.connectTimeoutMs);
+    ws.on('message', (data) => {
+      // binaryType is the default 'nodebuffer' and frames are never fragmented here: always one Buffer.
+      const text = (data as Buffer).toString('latin1');
+      if (!ready && text === READY_FRAME) {
+        ready = true;
+        clearTimeout(timer);
+        sockets.push(ws);
+        resolve(true);
+        return;
+      }
+      onFrame(text);
+    });
+    ws.on('unexpected-response', (_req, res) => fail(`upgrade refused with HTTP ${res.statusCode ?? 0}`));
+    ws.on('error', (err) => fail(err.message));
+    ws.on('close', (code, reason) => {
+      closes[code] = (closes[code] ?? 0) + 1;
+      fail(`closed with ${code} ${reason.toString()}`);
+    });
+  });
+}
+
+async function connectAll(task: ClientTask): Promise<ConnectedLine> {
+  const failures: string[] = [];
+  let next = 0;
+  let connected = 0;
+  const lane = async () => {
+    while (next < task.urls.length) {
+      const url = task.urls[next++]!;
+      if (await open(url, task, failures)) connected++;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, task.connectConcurrency) }, lane));
+  return { kind: 'connected', connected, failed: failures.length, firstError: failures[0] ?? '' };
+}
+
+const openCount = (): number => sockets.filter((ws) => ws.readyState === WebSocket.OPEN).length;
+
+function answer(line: ClientLine): void {
+  process.stdout.write(`${JSON.stringify(line)}\n`);
+}
+
+function obey(command: ClientCommand): void {
+  switch (command.cmd) {
+    case 'measure':
+      phaseMarker = `"phase":"${command.phase}"`;
+      delivered = 0;
+      stale = 0;
+      histogram.reset();
+      measureCpu = process.cpuUsage();
+      measureStartedAt = now();
+      return answer({ kind: 'ok' });
+    case 'count':
+      return answer({ kind: 'count', delivered, stale, open: openCount() });
+    case 'report': {
+      const cpu = process.cpuUsage(measureCpu);
+      return answer({
+        kind: 'report',
+        delivered,
+        stale,
+        open: openCount(),
+        closes,
+        histogram: histogram.toSparse(),
+        maxMs: histogram.maxMs,
+        cpuMs: (cpu.user + cpu.system) / 1000,
+        elapsedMs: now() - measureStartedAt,
+      });
+    }
+    case 'exit':
+      for (const ws of sockets) ws.terminate();
+      process.exit(0);
+  }
+}
+
+const lines = createInterface({ input: process.stdin });
+// The orchestrator going away (even by SIGKILL) closes stdin: leave with it rather than linger.
+lines.on('close', () => obey({ cmd: 'exit' }));
+let task: ClientTask | undefined;
+for await (const line of lines) {
+  if (task === undefined) {
+    task = JSON.parse(line) as ClientTask;
+    answer(await connectAll(task));
+  } else {
+    obey(JSON.parse(line) as ClientCommand);
+  }
+}
