@@ -54,7 +54,7 @@ export class Gateway {
       user: new TokenCodec(parseAesKeys(config.auth.tokenAesKeys)),
       admin: new TokenCodec(parseAesKeys(config.auth.adminTokenAesKeys)),
     };
-    // The acceptor is built below; the engine only asks for the count once running.
+    // The acceptor needs the engine, so it comes later; the engine asks for the count only once running.
     const engine = createEngine(config, this.podId, () => this.#acceptor.connections.size, metrics, log);
     this.#engine = engine;
     const { sessions, routes } = engine;
@@ -66,29 +66,6 @@ export class Gateway {
       engine.tokenCache,
       config.auth.tokenCacheTtlMs,
     );
-    this.#events =
-      config.nats.url === '' ? new LocalEventSource() : new NatsEventSource(config.nats, this.podId, metrics, log.child({ part: 'ingest' }));
-    const peers =
-      engine.name === 'in-process'
-        ? undefined
-        : new PeerForwarder(
-            { deadlineMs: config.grpc.deadlineMs, breakerResetMs: config.grpc.breakerResetMs, credentials: channelCredentials(config.grpc) },
-            metrics,
-            log.child({ part: 'forwarder' }),
-          );
-    this.#dispatch = new Dispatch(
-      { routes, local: { deliver: (target, frame) => this.#acceptor.connections.deliver(target, frame) }, podId: this.podId, peers, ledger: engine.deliveryLedger },
-      metrics,
-      log.child({ part: 'dispatch' }),
-    );
-    const dispatch = this.#dispatch;
-    this.#forwarding =
-      peers === undefined
-        ? undefined
-        : {
-            client: peers,
-            server: new ForwardServer(config.grpc.port, serverCredentials(config.grpc), (events) => dispatch.deliverFromPeer(events), log.child({ part: 'grpc' })),
-          };
     this.#acceptor = new Acceptor(
       {
         host: config.server.host,
@@ -108,6 +85,29 @@ export class Gateway {
       },
       { authenticator, sessions, routes, metrics, log: log.child({ part: 'acceptor' }), isReady: () => this.#ready && engine.isHealthy() && this.#events.isHealthy() },
     );
+    this.#events =
+      config.nats.url === '' ? new LocalEventSource() : new NatsEventSource(config.nats, this.podId, metrics, log.child({ part: 'ingest' }));
+    const peers =
+      engine.name === 'in-process'
+        ? undefined
+        : new PeerForwarder(
+            { deadlineMs: config.grpc.deadlineMs, breakerResetMs: config.grpc.breakerResetMs, credentials: channelCredentials(config.grpc) },
+            metrics,
+            log.child({ part: 'forwarder' }),
+          );
+    this.#dispatch = new Dispatch(
+      { routes, local: this.#acceptor.connections, podId: this.podId, peers, ledger: engine.deliveryLedger },
+      metrics,
+      log.child({ part: 'dispatch' }),
+    );
+    const dispatch = this.#dispatch;
+    this.#forwarding =
+      peers === undefined
+        ? undefined
+        : {
+            client: peers,
+            server: new ForwardServer(config.grpc.port, serverCredentials(config.grpc), (events) => dispatch.deliverFromPeer(events), log.child({ part: 'grpc' })),
+          };
     this.#admin = new AdminApi(config.admin, {
       authenticator,
       codecs: this.codecs,

@@ -16,7 +16,7 @@ import type { Config } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { EventSink, EventSource, InboundEvent } from './EventSource.js';
+import type { DispatchOutcome, EventSink, EventSource, InboundEvent } from './EventSource.js';
 
 /** The NATS slice of the configuration. */
 export type NatsOptions = Config['nats'];
@@ -151,12 +151,12 @@ export class NatsEventSource implements EventSource {
       delivery: { key: `${message.info.stream}:${message.info.streamSequence}`, redelivered: message.info.redelivered },
     };
     if (message.info.redelivered) this.metrics.eventsRedelivered.inc();
-    let outcome;
+    let outcome: DispatchOutcome;
     try {
       outcome = await sink(event);
     } catch (err) {
       this.log.error({ err, request_id: event.requestId, subject: event.subject }, 'dispatch failed; the event will be retried');
-      outcome = 'retry' as const;
+      outcome = 'retry';
     }
     switch (outcome) {
       case 'delivered':
