@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { headers as natsHeaders, type NatsConnection } from 'nats';
 import type { TestClient } from '../support/client.js';
 import { randomKeys, startGateway, type TestGateway } from '../support/gateway.js';
@@ -99,6 +102,26 @@ describe('events across pods', () => {
     await pods[0]!.publish('websocket.pub.desk.chats', { seq: 7 });
     assert.deepEqual((await client.expect('event', 5000)).payload, { seq: 7 });
     client.close();
+  });
+
+  test('each pod serves grpc.health.v1 on its gRPC port', async () => {
+    const definition = protoLoader.loadSync(healthProtoPath, { keepCase: true, enums: String });
+    const { grpc: { health: { v1: { Health } } } } = grpc.loadPackageDefinition(definition) as unknown as {
+      grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } };
+    };
+    const client = new Health(pods[0]!.podId, grpc.credentials.createInsecure()) as unknown as grpc.Client & {
+      Check(request: { service: string }, callback: (err: grpc.ServiceError | null, reply?: { status: string }) => void): void;
+    };
+    try {
+      for (const service of ['', 'switchboard.v1.Forwarder']) {
+        const reply = await new Promise<{ status: string } | undefined>((resolve, reject) =>
+          client.Check({ service }, (err, res) => (err === null ? resolve(res) : reject(err))),
+        );
+        assert.equal(reply?.status, 'SERVING', service);
+      }
+    } finally {
+      client.close();
+    }
   });
 
   test('poison events are acked once, counted and never redelivered', async () => {
