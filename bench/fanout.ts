@@ -7,15 +7,19 @@
 // the bare server means anything. Run `node dist/bench/fanout.js [--quick]` after a build;
 // figures go to stdout as a markdown table and to bench/results/fanout.json.
 //   --quick                   fewer rates, shorter windows (about a minute)
-//   --scenarios=a,b           any of bare, bare-send, one-pod, cross-pod (default all four)
+//   --smoke                   a harness check, not a measurement: 50 clients, one short step per path
+//   --out=dir                 where fanout.json goes (default bench/results)
+//   --scenarios=a,b           any of bare, bare-send, socketio, one-pod, cross-pod (default all five)
 //   --bare-source=core        the bare servers subscribe directly instead of through JetStream
 // Two bare servers run: `bare` writes with uWS app.publish (idiomatic uWS, which coalesces the
 // frames of one event-loop turn per socket) and is the reference for the targets; `bare-send`
 // writes with a loop of ws.send, as Switchboard does, to tell the delivery technique's cost
-// apart from the rest of Switchboard's.
+// apart from the rest of Switchboard's. `socketio` is the Socket.IO 4 peer (socketioServer.ts):
+// websocket transport, redis adapter, the same NATS consumer and the same client processes.
 // BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' profiles the pods.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { randomKeys } from '../test/support/gateway.js';
@@ -24,13 +28,12 @@ import { RedisServer } from '../test/support/redis.js';
 import { ClientFleet } from './clientFleet.js';
 import { renderReport, type ScenarioResult, type StepResult, type Outcome } from './fanoutReport.js';
 import { STREAM, STREAM_SUBJECTS } from './fanoutProtocol.js';
-import { startBare, startCrossPod, startOnePod, type BareOptions, type FanoutTarget, type Infra } from './fanoutTargets.js';
+import { startBare, startCrossPod, startOnePod, startSocketIo, type BareOptions, type FanoutTarget, type Infra } from './fanoutTargets.js';
 import { publishPaced } from './pacedPublisher.js';
 import { cpuSecondsOf, machineBusySeconds } from './processCpu.js';
 
-const FANOUT_CLIENTS = 1000;
-const LATENCY_CLIENTS = 100;
-const LATENCY_RATE = 1000;
+const DEFAULT_SHAPE = { fanoutClients: 1000, latencyClients: 100, latencyRate: 1000 };
+const SMOKE_SHAPE = { fanoutClients: 50, latencyClients: 20, latencyRate: 100 };
 /** A step passes when this share of the expected deliveries arrived… */
 const DELIVERY_FLOOR = 0.97;
 /** …and p99 stayed under this; past it the clients are lagging, not keeping up. */
@@ -47,15 +50,21 @@ const MIN_RATE = 25;
 const { values: flags } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
-    scenarios: { type: 'string', default: 'bare,bare-send,one-pod,cross-pod' },
+    smoke: { type: 'boolean', default: false },
+    out: { type: 'string' },
+    scenarios: { type: 'string', default: 'bare,bare-send,socketio,one-pod,cross-pod' },
     'bare-source': { type: 'string', default: 'jetstream' },
   },
 });
-const settings = flags.quick
-  ? { firstRate: 50, maxRate: 1600, refineSteps: 0, stepMs: 2000, latencyMs: 4000 }
-  : { firstRate: 50, maxRate: 3200, refineSteps: 2, stepMs: 4000, latencyMs: 10_000 };
+const settings = flags.smoke
+  ? { firstRate: 50, maxRate: 50, refineSteps: 0, stepMs: 1000, latencyMs: 1000 }
+  : flags.quick
+    ? { firstRate: 50, maxRate: 1600, refineSteps: 0, stepMs: 2000, latencyMs: 4000 }
+    : { firstRate: 50, maxRate: 3200, refineSteps: 2, stepMs: 4000, latencyMs: 10_000 };
+const { fanoutClients: FANOUT_CLIENTS, latencyClients: LATENCY_CLIENTS, latencyRate: LATENCY_RATE } = flags.smoke ? SMOKE_SHAPE : DEFAULT_SHAPE;
+const OUT_DIR = flags.out ?? fileURLToPath(new URL('../../bench/results/', import.meta.url));
 const bareSource: BareOptions['source'] = flags['bare-source'] === 'core' ? 'core' : 'jetstream';
-const SCENARIO_IDS = ['bare', 'bare-send', 'one-pod', 'cross-pod'];
+const SCENARIO_IDS = ['bare', 'bare-send', 'socketio', 'one-pod', 'cross-pod'];
 const chosen = flags.scenarios.split(',');
 for (const id of chosen) {
   if (!SCENARIO_IDS.includes(id)) throw new Error(`unknown scenario ${id}: use ${SCENARIO_IDS.join(', ')}`);
@@ -106,6 +115,7 @@ type StartTarget = (userPrefix: string) => Promise<FanoutTarget>;
 const scenarios: Record<string, { label: string; start: StartTarget }> = {
   bare: { label: `bare uWS (${bareSource}, app.publish)`, start: () => startBare(infra, { source: bareSource, mode: 'publish' }) },
   'bare-send': { label: `bare uWS (${bareSource}, ws.send loop)`, start: () => startBare(infra, { source: bareSource, mode: 'send' }) },
+  socketio: { label: `Socket.IO 4 (${bareSource}, redis adapter)`, start: () => startSocketIo(infra, bareSource) },
   'one-pod': { label: 'Switchboard, one pod', start: (prefix) => startOnePod(infra, prefix) },
   'cross-pod': { label: 'Switchboard, cross-pod (gRPC)', start: (prefix) => startCrossPod(infra, prefix) },
 };
@@ -131,11 +141,11 @@ try {
   const report = renderReport(results, { fanoutClients: FANOUT_CLIENTS, latencyClients: LATENCY_CLIENTS, latencyRate: LATENCY_RATE, cores: cpus().length });
   const json = {
     machine: { ...machine(), loadAverageAtStart: loadAtStart, loadAverageAtEnd: loadavg() },
-    settings: { ...settings, quick: flags.quick, bareSource, deliveryFloor: DELIVERY_FLOOR, p99CeilingMs: P99_CEILING_MS },
+    settings: { ...settings, quick: flags.quick, smoke: flags.smoke, fanoutClients: FANOUT_CLIENTS, latencyClients: LATENCY_CLIENTS, latencyRate: LATENCY_RATE, bareSource, deliveryFloor: DELIVERY_FLOOR, p99CeilingMs: P99_CEILING_MS },
     results,
   };
-  mkdirSync(fileURLToPath(new URL('../../bench/results/', import.meta.url)), { recursive: true });
-  writeFileSync(fileURLToPath(new URL('../../bench/results/fanout.json', import.meta.url)), `${JSON.stringify(json, null, 2)}\n`);
+  mkdirSync(OUT_DIR, { recursive: true });
+  writeFileSync(join(OUT_DIR, 'fanout.json'), `${JSON.stringify(json, null, 2)}\n`);
   process.stdout.write(report);
 } finally {
   await Promise.allSettled(running.reverse().map((thing) => thing.stop()));

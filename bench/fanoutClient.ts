@@ -7,7 +7,11 @@
 //   {"cmd":"exit"}                  close every socket and exit (so does the end of stdin)
 // Latency is receive time minus the payload's `sent_at_ms`, both read with benchClock(), a
 // sub-millisecond clock aligned to Date.now() in every process.
+// A URL starting with `socketio+` (socketio+ws://host:port) is opened with socket.io-client over
+// the websocket transport: `ready` is the server's 'ready' event and every 'event' carries the
+// same frame text as Switchboard's (see socketioServer.ts).
 import { createInterface } from 'node:readline';
+import { io, type Socket } from 'socket.io-client';
 import WebSocket from 'ws';
 import { benchClock as now, type ClientCommand, type ClientLine, type ClientTask, type ConnectedLine } from './fanoutProtocol.js';
 import { LatencyHistogram } from './latencyHistogram.js';
@@ -15,9 +19,11 @@ import { LatencyHistogram } from './latencyHistogram.js';
 const EVENT_PREFIX = '{"type":"event"';
 const READY_FRAME = '{"type":"ready"}';
 const SENT_AT_KEY = '"sent_at_ms":';
+const SOCKET_IO_SCHEME = 'socketio+';
 
 const histogram = new LatencyHistogram();
 const sockets: WebSocket[] = [];
+const socketIoSockets: Socket[] = [];
 const closes: Record<string, number> = {};
 let phaseMarker = '';
 let delivered = 0;
@@ -42,6 +48,7 @@ function onFrame(text: string): void {
 
 /** Opens one socket; resolves true once it is `ready`, false if it fails first. */
 function open(url: string, task: ClientTask, failures: string[]): Promise<boolean> {
+  if (url.startsWith(SOCKET_IO_SCHEME)) return openSocketIo(url.slice(SOCKET_IO_SCHEME.length), task, failures);
   return new Promise((resolve) => {
     const ws = new WebSocket(url, ['json.v1'], {
       perMessageDeflate: false,
@@ -78,6 +85,35 @@ function open(url: string, task: ClientTask, failures: string[]): Promise<boolea
   });
 }
 
+/** As open(), with socket.io-client: one engine per socket (forceNew), no reconnection, no polling. */
+function openSocketIo(url: string, task: ClientTask, failures: string[]): Promise<boolean> {
+  return new Promise((resolve) => {
+    // localAddress is passed on to ws by engine.io-client in Node but is missing from its types.
+    const nodeOnly: object = task.localAddress === undefined ? {} : { localAddress: task.localAddress };
+    const socket = io(url, { transports: ['websocket'], forceNew: true, reconnection: false, timeout: task.connectTimeoutMs, ...nodeOnly });
+    let ready = false;
+    const fail = (why: string) => {
+      if (ready) return;
+      failures.push(why);
+      socket.disconnect();
+      resolve(false);
+    };
+    const timer = setTimeout(() => fail(`no ready within ${task.connectTimeoutMs} ms`), task.connectTimeoutMs);
+    socket.once('ready', () => {
+      ready = true;
+      clearTimeout(timer);
+      socketIoSockets.push(socket);
+      resolve(true);
+    });
+    socket.on('event', (text: string) => onFrame(text));
+    socket.on('connect_error', (err) => fail(err.message));
+    socket.on('disconnect', (reason) => {
+      closes[reason] = (closes[reason] ?? 0) + 1;
+      fail(`disconnected: ${reason}`);
+    });
+  });
+}
+
 async function connectAll(task: ClientTask): Promise<ConnectedLine> {
   const failures: string[] = [];
   let next = 0;
@@ -92,7 +128,8 @@ async function connectAll(task: ClientTask): Promise<ConnectedLine> {
   return { kind: 'connected', connected, failed: failures.length, firstError: failures[0] ?? '' };
 }
 
-const openCount = (): number => sockets.filter((ws) => ws.readyState === WebSocket.OPEN).length;
+const openCount = (): number =>
+  sockets.filter((ws) => ws.readyState === WebSocket.OPEN).length + socketIoSockets.filter((socket) => socket.connected).length;
 
 function answer(line: ClientLine): void {
   process.stdout.write(`${JSON.stringify(line)}\n`);
@@ -126,6 +163,7 @@ function obey(command: ClientCommand): void {
     }
     case 'exit':
       for (const ws of sockets) ws.terminate();
+      for (const socket of socketIoSockets) socket.disconnect();
       process.exit(0);
   }
 }

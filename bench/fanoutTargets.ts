@@ -10,6 +10,7 @@ import { startGateway, type TestGateway, type TestKeys } from '../test/support/g
 import { BENCH_AGENT, BENCH_COMPANY, STREAM } from './fanoutProtocol.js';
 
 const BARE_SERVER_SCRIPT = fileURLToPath(new URL('./bareServer.js', import.meta.url));
+const SOCKET_IO_SERVER_SCRIPT = fileURLToPath(new URL('./socketioServer.js', import.meta.url));
 const BARE_START_TIMEOUT_MS = 10_000;
 const TOKEN_LIFETIME_MS = 3_600_000;
 /** Switchboard's counters of events in, fanned out (by outcome) and rejected. */
@@ -44,14 +45,30 @@ export interface FanoutTarget {
    * local/forwarded split, and `log warn: <message>` counts of warning and error log lines.
    */
   podCounters(): Promise<Record<string, Record<string, number>>>;
+  /** Used V8 heap of the process holding the clients, where it reports one (Switchboard's /metrics). */
+  heapUsedBytes?(): Promise<number>;
   stop(): Promise<void>;
 }
 
 /** Starts the bare server as a child process; its stdin is a pipe so it dies with the orchestrator. */
 export async function startBare(infra: Infra, options: BareOptions): Promise<FanoutTarget> {
-  const child = spawn(process.execPath, [BARE_SERVER_SCRIPT, '--nats', infra.natsUrl, '--source', options.source, '--mode', options.mode], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
+  const args = ['--nats', infra.natsUrl, '--source', options.source, '--mode', options.mode];
+  return startPeer('bare server', 'bare', BARE_SERVER_SCRIPT, args, (port) => `ws://127.0.0.1:${port}/ws/${BENCH_COMPANY}/${BENCH_AGENT}`);
+}
+
+/**
+ * Starts the Socket.IO 4 server (redis adapter on the bench's Redis) as a child process. Its URLs
+ * carry the `socketio+` scheme the client processes open with socket.io-client.
+ */
+export async function startSocketIo(infra: Infra, source: BareOptions['source']): Promise<FanoutTarget> {
+  await emptyStream(infra.jsm);
+  const args = ['--nats', infra.natsUrl, '--redis', infra.redisUrl, '--source', source];
+  return startPeer('Socket.IO server', 'socketio', SOCKET_IO_SERVER_SCRIPT, args, (port) => `socketio+ws://127.0.0.1:${port}`);
+}
+
+/** A peer server process that prints {"port":N} once ready and exits when its stdin ends. */
+async function startPeer(name: string, role: string, script: string, args: readonly string[], url: (port: number) => string): Promise<FanoutTarget> {
+  const child = spawn(process.execPath, [script, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-2000)));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -63,16 +80,16 @@ export async function startBare(infra: Infra, options: BareOptions): Promise<Fan
   };
   try {
     const port = await new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`bare server did not start within ${BARE_START_TIMEOUT_MS} ms`)), BARE_START_TIMEOUT_MS);
+      const timer = setTimeout(() => reject(new Error(`${name} did not start within ${BARE_START_TIMEOUT_MS} ms`)), BARE_START_TIMEOUT_MS);
       createInterface({ input: child.stdout }).once('line', (line) => {
         clearTimeout(timer);
         resolve((JSON.parse(line) as { port: number }).port);
       });
-      void exited.then(() => reject(new Error(`bare server exited: ${stderr.trim()}`)));
+      void exited.then(() => reject(new Error(`${name} exited: ${stderr.trim()}`)));
     });
     return {
-      urls: (count) => Array.from({ length: count }, () => `ws://127.0.0.1:${port}/ws/${BENCH_COMPANY}/${BENCH_AGENT}`),
-      serverPids: () => ({ bare: child.pid }),
+      urls: (count) => Array.from({ length: count }, () => url(port)),
+      serverPids: () => ({ [role]: child.pid }),
       podCounters: async () => ({}),
       stop,
     };
@@ -140,6 +157,7 @@ function podTarget(infra: Infra, userPrefix: string, clientPod: TestGateway, pod
       }),
     serverPids: () => Object.fromEntries(Object.entries(pods).map(([role, pod]) => [role, pod.child.pid])),
     podCounters: async () => Object.fromEntries(await Promise.all(Object.entries(pods).map(async ([role, pod]) => [role, await countersOf(pod)] as const))),
+    heapUsedBytes: () => clientPod.metric('switchboard_nodejs_heap_size_used_bytes'),
     stop: async () => {
       await Promise.allSettled(Object.values(pods).map((pod) => pod.stop()));
     },

@@ -1,0 +1,149 @@
+// The side-by-side table of bench/run.ts: one row per figure, with Switchboard, the bare
+// uWebSockets.js ceiling and Socket.IO 4 as measured in the same run, read from the JSON files
+// the scenario processes wrote.
+import type { ScenarioResult, StepResult } from './fanoutReport.js';
+import type { IdleResult } from './idle.js';
+
+/** What each scenario process wrote, where it ran to the end. */
+export interface ScenarioFiles {
+  fanout?: { readonly settings: { readonly fanoutClients?: number; readonly latencyClients?: number; readonly latencyRate?: number }; readonly results: readonly ScenarioResult[] };
+  cluster?: {
+    readonly pods: number;
+    readonly connects: { readonly perPodPerSecond: readonly number[]; readonly podCpuMsPerConnect: readonly number[] };
+    readonly takeover: { readonly rounds: number; readonly p50Ms: number; readonly p99Ms: number };
+  };
+  idle?: { readonly openFilesLimit: number; readonly wanted: number; readonly connections: number; readonly results: ReadonlyArray<IdleResult | { readonly id: string; readonly failed: string }> };
+}
+
+/** One figure side by side; undefined where a server was not measured (or cannot be, e.g. takeover on a bare server). */
+export interface Row {
+  readonly figure: string;
+  readonly unit: string;
+  readonly switchboard?: number;
+  readonly ceiling?: number;
+  readonly socketio?: number;
+  /** Switchboard ÷ ceiling. */
+  readonly ratio?: number;
+}
+
+/** The rows and their markdown, with the scenarios that failed listed under the table. */
+export function renderTable(files: ScenarioFiles, failures: Record<string, string>, mode: string): { rows: Row[]; markdown: string } {
+  const rows = [...fanoutRows(files.fanout), ...idleRows(files.idle), ...clusterRows(files.cluster)];
+  const cell = (value: number | undefined, digits: number) => (value === undefined || !Number.isFinite(value) ? '—' : value.toLocaleString('en', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
+  const lines = [
+    `## Switchboard side by side (${mode} run)`,
+    '',
+    '| figure | Switchboard | ceiling (bare uWS) | Socket.IO 4 | Switchboard ÷ ceiling |',
+    '| --- | --: | --: | --: | --: |',
+    ...rows.map((r) => {
+      const digits = r.unit === 'ms' || r.unit === 'KiB' ? 2 : r.unit === '%' || r.unit === 's' ? 1 : 0;
+      return `| ${r.figure} (${r.unit}) | ${cell(r.switchboard, digits)} | ${cell(r.ceiling, digits)} | ${cell(r.socketio, digits)} | ${cell(r.ratio, 2)} |`;
+    }),
+    '',
+    '- Every server ran on this machine in this run, fed by the same NATS stream and measured by the same client processes, which share the cores with the servers.',
+    '- Fan-out is the highest rate of the doubling sweep with ≥ 97% delivered and p99 < 100 ms; a sweep that never passed shows 0. The ceiling is the bare uWS server writing with app.publish.',
+    '- Across pods, the ceiling and Socket.IO columns repeat their single-server figures; Socket.IO across nodes was not measured.',
+    ...overloadNotes(files.fanout),
+    ...Object.entries(failures).map(([name, why]) => `- ${name} failed: ${why}; its rows are missing.`),
+    '',
+  ];
+  return { rows, markdown: lines.join('\n') };
+}
+
+function fanoutRows(fanout: ScenarioFiles['fanout']): Row[] {
+  if (fanout === undefined) return [];
+  const byId = (id: string) => fanout.results.find((r) => r.id === id);
+  const best = (id: string): StepResult | undefined => {
+    const result = byId(id);
+    if (result?.fanout.ok !== true) return undefined;
+    const { bestRate, steps } = result.fanout.value;
+    return steps.find((s) => s.pass && s.rate === bestRate);
+  };
+  const bestRate = (id: string) => {
+    const result = byId(id);
+    return result?.fanout.ok === true ? result.fanout.value.bestRate : undefined;
+  };
+  const latency = (id: string) => {
+    const result = byId(id);
+    return result?.latency.ok === true ? result.latency.value : undefined;
+  };
+  const clients = fanout.settings.fanoutClients ?? 1000;
+  const latencyShape = `${fanout.settings.latencyClients ?? 100} clients at ${fanout.settings.latencyRate ?? 1000}/s`;
+  const rows: Row[] = [];
+  for (const [id, where] of [
+    ['one-pod', 'one pod'],
+    ['cross-pod', 'across pods'],
+  ] as const) {
+    if (byId(id) === undefined) continue;
+    rows.push(row(`fan-out, ${where}: events/s to ${clients} clients`, 'events/s', bestRate(id), bestRate('bare'), bestRate('socketio')));
+    rows.push(row(`fan-out, ${where}: deliveries/s at that rate`, 'deliveries/s', best(id)?.deliveriesPerSecond, best('bare')?.deliveriesPerSecond, best('socketio')?.deliveriesPerSecond));
+    for (const [name, pick] of [
+      ['p50', (s: StepResult) => s.latency.p50Ms],
+      ['p99', (s: StepResult) => s.latency.p99Ms],
+      ['p99.9', (s: StepResult) => s.latency.p999Ms],
+    ] as const) {
+      const of = (target: string) => {
+        const step = latency(target);
+        return step === undefined ? undefined : pick(step);
+      };
+      rows.push(row(`latency ${name}, ${where} (${latencyShape})`, 'ms', of(id), of('bare'), of('socketio')));
+    }
+    const delivered = (target: string) => {
+      const step = latency(target);
+      return step === undefined ? undefined : step.fraction * 100;
+    };
+    rows.push(row(`latency run, ${where}: share delivered`, '%', delivered(id), delivered('bare'), delivered('socketio')));
+  }
+  return rows;
+}
+
+/** A latency run asks for more deliveries/s than a server's best fan-out step carried: its latency is a queue, not a path. */
+function overloadNotes(fanout: ScenarioFiles['fanout']): string[] {
+  if (fanout === undefined) return [];
+  const load = (fanout.settings.latencyClients ?? 100) * (fanout.settings.latencyRate ?? 1000);
+  const notes: string[] = [];
+  for (const result of fanout.results) {
+    if (result.fanout.ok !== true) continue;
+    const { bestRate, steps } = result.fanout.value;
+    const carried = steps.find((s) => s.pass && s.rate === bestRate)?.deliveriesPerSecond ?? 0;
+    if (carried < load) {
+      notes.push(
+        `- ${result.label}: the latency run asks for ${load.toLocaleString('en')} deliveries/s and its best fan-out step carried ${Math.round(carried).toLocaleString('en')}/s, so its latency figures measure a growing backlog.`,
+      );
+    }
+  }
+  return notes;
+}
+
+function idleRows(idle: ScenarioFiles['idle']): Row[] {
+  if (idle === undefined) return [];
+  const of = (id: string): IdleResult | undefined => {
+    const result = idle.results.find((r) => r.id === id);
+    return result === undefined || 'failed' in result ? undefined : result;
+  };
+  const [sb, bare, sio] = [of('switchboard'), of('bare'), of('socketio')];
+  const capped = idle.connections < idle.wanted ? `, capped by ulimit -n ${idle.openFilesLimit}` : '';
+  const kib = (bytes: number | undefined) => (bytes === undefined ? undefined : bytes / 1024);
+  return [
+    row(`idle: connections held by one server${capped}`, 'connections', sb?.connections, bare?.connections, sio?.connections),
+    row('idle: time to open them all', 's', sb?.connectSeconds, bare?.connectSeconds, sio?.connectSeconds),
+    row('idle: server RSS per connection', 'KiB', kib(sb?.rssPerConnectionBytes), kib(bare?.rssPerConnectionBytes), kib(sio?.rssPerConnectionBytes)),
+    row('idle: server heap per connection', 'KiB', kib(sb?.heapPerConnectionBytes), kib(bare?.heapPerConnectionBytes), kib(sio?.heapPerConnectionBytes)),
+  ];
+}
+
+function clusterRows(cluster: ScenarioFiles['cluster']): Row[] {
+  if (cluster === undefined) return [];
+  const mean = (values: readonly number[]) => values.reduce((a, b) => a + b, 0) / Math.max(1, values.length);
+  return [
+    row(`connect storm: authenticated connects/s per pod (${cluster.pods} pods, one Redis)`, 'connects/s', mean(cluster.connects.perPodPerSecond)),
+    row('connect storm: pod CPU per connect', 'ms', mean(cluster.connects.podCpuMsPerConnect)),
+    row(`takeover across pods p50 (${cluster.takeover.rounds} rounds)`, 'ms', cluster.takeover.p50Ms),
+    row('takeover across pods p99', 'ms', cluster.takeover.p99Ms),
+  ];
+}
+
+function row(figure: string, unit: string, switchboard?: number, ceiling?: number, socketio?: number): Row {
+  const ratio = switchboard === undefined || ceiling === undefined || ceiling === 0 ? undefined : switchboard / ceiling;
+  return { figure, unit, switchboard, ceiling, socketio, ratio };
+}

@@ -1,0 +1,85 @@
+// The Socket.IO peer for bench/fanout.ts and bench/idle.ts: Socket.IO 4 on its default Node
+// http + ws engine, websocket transport only, with @socket.io/redis-adapter on the bench's own
+// Redis, as a Socket.IO deployment of more than one node would run it. It reads the NATS subject
+// exactly as bareServer.ts does and emits each event to a room every client joined, so the same
+// publisher, stream and clients measure it.
+//
+//   node dist/bench/socketioServer.js --nats nats://127.0.0.1:4222 --redis redis://127.0.0.1:6379
+//
+// Each event goes out as io.to('agent').emit('event', frame) where frame is the string
+// {"type":"event","payload":...}, byte for byte what Switchboard sends, so the clients parse the
+// same text; Socket.IO wraps it in its own packet (42["event","…"]). After joining the room a
+// socket gets emit('ready'). The first stdout line is {"port":N}, written once the NATS consumer
+// and the adapter are in place; the process exits when its stdin ends or on SIGTERM.
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { parseArgs } from 'node:util';
+import { createAdapter } from '@socket.io/redis-adapter';
+import { Redis } from 'ioredis';
+import { connect, DeliverPolicy, type JsMsg, type Msg } from 'nats';
+import { Server } from 'socket.io';
+import { BENCH_SUBJECT, STREAM } from './fanoutProtocol.js';
+
+const ROOM = 'agent';
+/** As bareServer.ts: room for a burst at hundreds of events/s. */
+const CONSUMER_BATCH = 1000;
+
+const { values } = parseArgs({
+  options: {
+    nats: { type: 'string' },
+    redis: { type: 'string' },
+    source: { type: 'string', default: 'jetstream' },
+  },
+});
+if (values.nats === undefined) throw new Error('--nats <url> is required');
+if (values.redis === undefined) throw new Error('--redis <url> is required');
+if (values.source !== 'jetstream' && values.source !== 'core') throw new Error('--source must be jetstream or core');
+
+const pub = new Redis(values.redis, { lazyConnect: true });
+const sub = pub.duplicate();
+await Promise.all([pub.connect(), sub.connect()]);
+
+const http = createServer();
+const io = new Server(http, {
+  transports: ['websocket'],
+  serveClient: false,
+  perMessageDeflate: false,
+  adapter: createAdapter(pub, sub),
+});
+io.on('connection', (socket) => {
+  void socket.join(ROOM);
+  socket.emit('ready');
+});
+
+const decoder = new TextDecoder();
+function fanOut(data: Uint8Array): void {
+  io.to(ROOM).emit('event', `{"type":"event","payload":${decoder.decode(data)}}`);
+}
+
+const nc = await connect({ servers: values.nats, name: 'bench-socketio-server', maxReconnectAttempts: -1 });
+if (values.source === 'core') {
+  nc.subscribe(BENCH_SUBJECT, { callback: (err: Error | null, msg: Msg) => err === null && fanOut(msg.data) });
+  await nc.flush();
+} else {
+  // A string, not an array: see bareServer.ts (nats-server 2.9 and filter_subjects).
+  const consumer = await nc.jetstream().consumers.get(STREAM, { filterSubjects: BENCH_SUBJECT, deliver_policy: DeliverPolicy.New });
+  await consumer.consume({ max_messages: CONSUMER_BATCH, callback: (msg: JsMsg) => fanOut(msg.data) });
+}
+
+await new Promise<void>((resolve, reject) => {
+  http.once('error', reject);
+  http.listen(0, '127.0.0.1', () => resolve());
+});
+process.stdout.write(`${JSON.stringify({ port: (http.address() as AddressInfo).port, source: values.source })}\n`);
+
+let leaving = false;
+const leave = () => {
+  if (leaving) return;
+  leaving = true;
+  // Nothing is measured any more: drop the sockets rather than wait for them.
+  io.disconnectSockets(true);
+  http.closeAllConnections();
+  void Promise.allSettled([nc.close(), pub.quit(), sub.quit()]).finally(() => process.exit(0));
+};
+process.on('SIGTERM', leave);
+process.stdin.on('end', leave).resume();
