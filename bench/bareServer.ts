@@ -14,16 +14,14 @@
 // the first stdout line is {"port":N}, written once the NATS subscription is in place. It exits
 // when its stdin ends, so spawn it with a pipe there (or keep a terminal attached).
 import { parseArgs } from 'node:util';
-import { connect, DeliverPolicy, type Msg, type JsMsg } from 'nats';
 import * as uWS from 'uWebSockets.js';
 import type { us_listen_socket, WebSocket } from 'uWebSockets.js';
-import { BENCH_SUBJECT, STREAM } from './fanoutProtocol.js';
+import { feedFromNats } from './natsFeed.js';
 
 const TOPIC = 'agent';
 /** As Switchboard with SEND_BUFFER_BYTES=8 MiB: uWS drops frames only past twice that. */
 const MAX_BACKPRESSURE_BYTES = 16 * 1024 * 1024;
 /** Messages the ordered consumer keeps requested: room for a burst at hundreds of events/s (nats.js defaults to 100). */
-const CONSUMER_BATCH = 1000;
 
 const { values } = parseArgs({
   options: {
@@ -65,16 +63,7 @@ function fanOut(data: Uint8Array): void {
   for (const ws of sockets) ws.send(frame, false);
 }
 
-const nc = await connect({ servers: values.nats, name: 'bench-bare-server', maxReconnectAttempts: -1 });
-if (values.source === 'core') {
-  nc.subscribe(BENCH_SUBJECT, { callback: (err: Error | null, msg: Msg) => err === null && fanOut(msg.data) });
-  await nc.flush();
-} else {
-  // A string, not an array: nats.js sends an array as filter_subjects, which nats-server 2.9
-  // does not know, and consume() then retries creating the consumer for ever.
-  const consumer = await nc.jetstream().consumers.get(STREAM, { filterSubjects: BENCH_SUBJECT, deliver_policy: DeliverPolicy.New });
-  await consumer.consume({ max_messages: CONSUMER_BATCH, callback: (msg: JsMsg) => fanOut(msg.data) });
-}
+const nc = await feedFromNats(values.nats, values.source, 'bench-bare-server', fanOut);
 
 const listenSocket = await new Promise<us_listen_socket | false>((resolve) => app.listen('127.0.0.1', 0, resolve));
 if (listenSocket === false) throw new Error('cannot listen on 127.0.0.1');

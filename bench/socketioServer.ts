@@ -16,13 +16,11 @@ import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
 import { createAdapter } from '@socket.io/redis-adapter';
 import { Redis } from 'ioredis';
-import { connect, DeliverPolicy, type JsMsg, type Msg } from 'nats';
 import { Server } from 'socket.io';
-import { BENCH_SUBJECT, STREAM } from './fanoutProtocol.js';
+import { feedFromNats } from './natsFeed.js';
 
 const ROOM = 'agent';
 /** As bareServer.ts: room for a burst at hundreds of events/s. */
-const CONSUMER_BATCH = 1000;
 
 const { values } = parseArgs({
   options: {
@@ -56,15 +54,7 @@ function fanOut(data: Uint8Array): void {
   io.to(ROOM).emit('event', `{"type":"event","payload":${decoder.decode(data)}}`);
 }
 
-const nc = await connect({ servers: values.nats, name: 'bench-socketio-server', maxReconnectAttempts: -1 });
-if (values.source === 'core') {
-  nc.subscribe(BENCH_SUBJECT, { callback: (err: Error | null, msg: Msg) => err === null && fanOut(msg.data) });
-  await nc.flush();
-} else {
-  // A string, not an array: see bareServer.ts (nats-server 2.9 and filter_subjects).
-  const consumer = await nc.jetstream().consumers.get(STREAM, { filterSubjects: BENCH_SUBJECT, deliver_policy: DeliverPolicy.New });
-  await consumer.consume({ max_messages: CONSUMER_BATCH, callback: (msg: JsMsg) => fanOut(msg.data) });
-}
+const nc = await feedFromNats(values.nats, values.source, 'bench-socketio-server', fanOut);
 
 await new Promise<void>((resolve, reject) => {
   http.once('error', reject);
