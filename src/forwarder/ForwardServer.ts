@@ -19,6 +19,8 @@ export class ForwardServer {
     'grpc.http2.min_ping_interval_without_data_ms': 5000,
   });
   readonly #health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
+  /** Open push streams: they last as long as the peer, so shutdown has to end them. */
+  readonly #streams = new Set<PushStream>();
 
   constructor(
     private readonly port: number,
@@ -27,7 +29,7 @@ export class ForwardServer {
     private readonly log: Logger,
   ) {
     const service = loadForwarderService().service;
-    this.#server.addService(service, { Push: (call: grpc.ServerUnaryCall<PushRequest, PushReply>, callback: grpc.sendUnaryData<PushReply>) => this.#push(call, callback) });
+    this.#server.addService(service, { Push: (call: PushStream) => this.#serve(call) });
     this.#health.addToServer(this.#server);
   }
 
@@ -40,9 +42,10 @@ export class ForwardServer {
     return port;
   }
 
-  /** Stops taking pushes; calls in flight get a short grace. Safe to call twice. */
+  /** Stops taking pushes; batches already received are answered, then every stream ends. Safe to call twice. */
   async stop(): Promise<void> {
     this.#setServing(false);
+    for (const call of this.#streams) call.end();
     await new Promise<void>((resolve) => {
       const force = setTimeout(() => {
         this.#server.forceShutdown();
@@ -61,8 +64,18 @@ export class ForwardServer {
     this.#health.setStatus(SERVICE_NAME, status);
   }
 
-  #push(call: grpc.ServerUnaryCall<PushRequest, PushReply>, callback: grpc.sendUnaryData<PushReply>): void {
-    const events: InboundEvent[] = call.request.events.map((event) => ({
+  #serve(call: PushStream): void {
+    this.#streams.add(call);
+    call.on('data', (request: PushRequest) => this.#push(call, request));
+    // The peer half-closed (it is shutting down or dropping an idle channel): close our half too.
+    call.on('end', () => call.end());
+    call.on('close', () => this.#streams.delete(call));
+    // A cancelled stream (the peer gave up on a deadline, or went away) ends here; it has nothing left to answer.
+    call.on('error', () => this.#streams.delete(call));
+  }
+
+  #push(call: PushStream, request: PushRequest): void {
+    const events: InboundEvent[] = request.events.map((event) => ({
       origin: 'peer',
       subject: event.subject,
       payload: event.payload.toString('utf8'),
@@ -70,11 +83,17 @@ export class ForwardServer {
       publishedAtMs: Number(event.published_at_ms),
       ...(event.delivery_key === '' ? {} : { delivery: { key: event.delivery_key, redelivered: false } }),
     }));
+    let delivered: number[];
     try {
-      callback(null, { delivered: this.deliver(events) });
+      delivered = this.deliver(events);
     } catch (err) {
-      this.log.error({ err, request_id: call.metadata.get('x-request-id').join(',') }, 'push failed');
-      callback({ code: grpc.status.INTERNAL, details: 'delivery failed' });
+      this.log.error({ err, request_id: events.map((event) => event.requestId).join(',') }, 'push failed');
+      // Ends the stream with this status: the peer fails every batch it has in flight and retries them.
+      call.emit('error', { code: grpc.status.INTERNAL, details: 'delivery failed' });
+      return;
     }
+    if (call.writable) call.write({ batch_id: request.batch_id, delivered });
   }
 }
+
+type PushStream = grpc.ServerDuplexStream<PushRequest, PushReply>;

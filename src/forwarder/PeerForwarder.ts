@@ -4,7 +4,7 @@ import type { PeerPush } from '../dispatch/Dispatch.js';
 import type { InboundEvent } from '../ingest/EventSource.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { loadForwarderService, type ForwarderClient, type PushReply, type WireEvent } from './wire.js';
+import { loadForwarderService, type ForwarderClient, type PushReply, type PushRequest, type WireEvent } from './wire.js';
 
 /** Timing of pushes to peers. */
 export interface ForwarderOptions {
@@ -22,22 +22,83 @@ interface Pending {
   readonly reject: (err: Error) => void;
 }
 
-// Events bound for one peer in the same turn of the event loop travel in one call, up to this many.
+// Events bound for one peer in the same turn of the event loop travel in one batch, up to this many.
 const MAX_BATCH = 256;
 const IDLE_PEER_MS = 5 * 60_000;
 
-/** One peer pod: a gRPC channel, a circuit breaker, and the batch being gathered for it. */
+/**
+ * One push stream to a peer: batches written in order, replies matched by batch id. Once it fails
+ * (an error, the peer ending it, or a reply overdue) every batch still waiting fails with it and
+ * the peer opens a new stream for the next batch.
+ */
+class BatchStream {
+  readonly #call: grpc.ClientDuplexStream<PushRequest, PushReply>;
+  readonly #waiting = new Map<number, { readonly resolve: (reply: PushReply) => void; readonly reject: (err: Error) => void; readonly timer: NodeJS.Timeout }>();
+  #nextBatchId = 1;
+  #failure: Error | undefined;
+
+  constructor(
+    client: ForwarderClient,
+    private readonly deadlineMs: number,
+    private readonly onFailed: (stream: BatchStream) => void,
+  ) {
+    this.#call = client.Push();
+    this.#call.on('data', (reply: PushReply) => this.#answer(reply));
+    this.#call.on('error', (err: grpc.ServiceError) => this.#fail(err));
+    this.#call.on('end', () => this.#fail(streamError(grpc.status.UNAVAILABLE, 'the peer ended the push stream')));
+  }
+
+  send(events: readonly WireEvent[]): Promise<PushReply> {
+    if (this.#failure !== undefined) return Promise.reject(this.#failure);
+    const batchId = this.#nextBatchId++;
+    return new Promise((resolve, reject) => {
+      // The stream has no deadline of its own: a hung peer shows as a reply that never comes.
+      const timer = setTimeout(() => this.#fail(streamError(grpc.status.DEADLINE_EXCEEDED, `no reply from the peer within ${this.deadlineMs} ms`)), this.deadlineMs);
+      this.#waiting.set(batchId, { resolve, reject, timer });
+      this.#call.write({ batch_id: batchId, events });
+    });
+  }
+
+  /** Half-closes: the peer answers what it has, then ends; anything unanswered fails. */
+  close(): void {
+    this.#call.end();
+    this.#fail(streamError(grpc.status.CANCELLED, 'push stream closed'));
+  }
+
+  #answer(reply: PushReply): void {
+    const waiter = this.#waiting.get(reply.batch_id);
+    if (waiter === undefined) return;
+    this.#waiting.delete(reply.batch_id);
+    clearTimeout(waiter.timer);
+    waiter.resolve(reply);
+  }
+
+  #fail(err: Error): void {
+    if (this.#failure !== undefined) return;
+    this.#failure = err;
+    for (const waiter of this.#waiting.values()) {
+      clearTimeout(waiter.timer);
+      waiter.reject(err);
+    }
+    this.#waiting.clear();
+    this.#call.cancel();
+    this.onFailed(this);
+  }
+}
+
+/** One peer pod: a gRPC channel, its current push stream, a circuit breaker, and the batch being gathered for it. */
 class Peer {
   readonly client: ForwarderClient;
   readonly breaker: CircuitBreaker<[readonly Pending[]], PushReply>;
   queue: Pending[] = [];
   flushScheduled = false;
   lastUsedMs = Date.now();
+  #stream: BatchStream | undefined;
 
   constructor(
     readonly podId: string,
     Client: grpc.ServiceClientConstructor,
-    options: ForwarderOptions,
+    private readonly options: ForwarderOptions,
     private readonly metrics: Metrics,
     private readonly log: Logger,
   ) {
@@ -47,9 +108,9 @@ class Peer {
       'grpc.keepalive_timeout_ms': 5000,
       'grpc.keepalive_permit_without_calls': 1,
     }) as unknown as ForwarderClient;
-    // Opens on the first failure: a dead or hung peer costs one failed call, then fast failures
-    // until a trial call after breakerResetMs succeeds.
-    this.breaker = new CircuitBreaker((batch: readonly Pending[]) => this.#call(batch, options.deadlineMs), {
+    // Opens on the first failure: a dead or hung peer costs one failed batch, then fast failures
+    // until a trial batch after breakerResetMs succeeds.
+    this.breaker = new CircuitBreaker((batch: readonly Pending[]) => this.#send(batch), {
       timeout: false,
       resetTimeout: options.breakerResetMs,
       errorThresholdPercentage: 1,
@@ -64,6 +125,7 @@ class Peer {
 
   close(): void {
     this.breaker.shutdown();
+    this.#stream?.close();
     this.client.close();
     this.metrics.breakerState.remove({ peer: this.podId });
   }
@@ -75,9 +137,7 @@ class Peer {
     else this.log.info({ peer: this.podId }, message);
   }
 
-  #call(batch: readonly Pending[], deadlineMs: number): Promise<PushReply> {
-    const metadata = new grpc.Metadata();
-    metadata.set('x-request-id', batch.map((p) => p.event.requestId).join(','));
+  async #send(batch: readonly Pending[]): Promise<PushReply> {
     const events: WireEvent[] = batch.map(({ event }) => ({
       subject: event.subject,
       payload: Buffer.from(event.payload, 'utf8'),
@@ -85,15 +145,26 @@ class Peer {
       published_at_ms: event.publishedAtMs,
       delivery_key: event.delivery?.key ?? '',
     }));
+    const stream = (this.#stream ??= new BatchStream(this.client, this.options.deadlineMs, (failed) => this.#forget(failed)));
     const stop = this.metrics.grpcForwardDuration.startTimer();
-    return new Promise((resolve, reject) => {
-      this.client.Push({ events }, metadata, { deadline: Date.now() + deadlineMs }, (err, reply) => {
-        stop({ outcome: err === null ? 'ok' : 'error' });
-        if (err !== null || reply === undefined) reject(err ?? new Error('empty reply'));
-        else resolve(reply);
-      });
-    });
+    try {
+      const reply = await stream.send(events);
+      stop({ outcome: 'ok' });
+      return reply;
+    } catch (err) {
+      stop({ outcome: 'error' });
+      throw err;
+    }
   }
+
+  #forget(stream: BatchStream): void {
+    if (this.#stream === stream) this.#stream = undefined;
+  }
+}
+
+/** An error shaped like grpc-js's own, so failure reasons read the same whatever raised them. */
+function streamError(code: grpc.status, details: string): grpc.ServiceError {
+  return Object.assign(new Error(details), { code, details, metadata: new grpc.Metadata() });
 }
 
 /** Pushes events to peer pods over gRPC: one channel and one circuit breaker per peer, batched per turn. */

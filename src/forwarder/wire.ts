@@ -17,20 +17,17 @@ export interface WireEvent {
 
 export interface PushRequest {
   readonly events: readonly WireEvent[];
+  readonly batch_id: number;
 }
 
 export interface PushReply {
   readonly delivered: readonly number[];
+  readonly batch_id: number;
 }
 
 /** The generated client of the Forwarder service. */
 export interface ForwarderClient extends grpc.Client {
-  Push(
-    request: PushRequest,
-    metadata: grpc.Metadata,
-    options: grpc.CallOptions,
-    callback: (error: grpc.ServiceError | null, reply?: PushReply) => void,
-  ): grpc.ClientUnaryCall;
+  Push(metadata?: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientDuplexStream<PushRequest, PushReply>;
 }
 
 interface ForwarderPackage {
