@@ -59,9 +59,8 @@ class BatchStream {
     });
   }
 
-  /** Half-closes: the peer answers what it has, then ends; anything unanswered fails. */
+  /** Cancels the stream; batches still unanswered fail (and are retried through NATS). */
   close(): void {
-    this.#call.end();
     this.#fail(streamError(grpc.status.CANCELLED, 'push stream closed'));
   }
 
