@@ -9,8 +9,11 @@
 // ephemeral ports each). Every server process holds one descriptor per connection, so N is capped
 // by the open-files limit this process inherited (`ulimit -n`); the report says when it was.
 // Memory is the server's resident set (/proc/<pid>/status, the same reading for every server)
-// before connecting and after all N are ready and have sat idle a few seconds; Switchboard's
-// heap comes from its /metrics, Socket.IO's from the process itself. Figures go to stdout and
+// before connecting, after half of the N are ready and idle a few seconds, and after all N are.
+// Two figures per connection come of it: the average over all N, which carries one-off growth
+// (V8's young generation and code space grow under the accept burst whatever N is), and the
+// marginal cost of the second half, which is what each further connection costs and so what
+// 100,000 would. Switchboard's heap comes from its /metrics. Figures go to stdout and
 // bench/results/idle.json.
 import { readFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
@@ -44,6 +47,10 @@ export interface IdleResult {
   readonly rssBeforeBytes: number;
   readonly rssAfterBytes: number;
   readonly rssPerConnectionBytes: number;
+  /** RSS once the first half of the connections were open and idle. */
+  readonly rssHalfwayBytes: number;
+  /** (RSS after all − RSS halfway) ÷ the second half's connections. */
+  readonly rssPerAddedConnectionBytes: number;
   readonly heapBeforeBytes?: number;
   readonly heapAfterBytes?: number;
   readonly heapPerConnectionBytes?: number;
@@ -121,28 +128,37 @@ async function measure(id: TargetId, label: string, start: () => Promise<FanoutT
     if (pid === undefined) throw new Error('server has no pid');
     await settle();
     const [rssBefore, heapBefore] = [residentBytes(pid), await heapBytes(target)];
+    const urls = target.urls(connections);
+    const half = Math.floor(connections / 2);
     const startedAt = Date.now();
-    const fleet = await ClientFleet.open(target.urls(connections), SOURCES);
-    const connectSeconds = (Date.now() - startedAt) / 1000;
+    const fleets = [await ClientFleet.open(urls.slice(0, half), SOURCES)];
+    let connectMs = Date.now() - startedAt;
     try {
       await settle();
-      const open = (await fleet.count()).open;
+      const rssHalfway = residentBytes(pid);
+      const secondStartedAt = Date.now();
+      fleets.push(await ClientFleet.open(urls.slice(half), SOURCES));
+      connectMs += Date.now() - secondStartedAt;
+      await settle();
+      const open = (await Promise.all(fleets.map((fleet) => fleet.count()))).reduce((sum, count) => sum + count.open, 0);
       if (open < connections) throw new Error(`only ${open} of ${connections} connections still open after ${settleMs} ms idle`);
       const [rssAfter, heapAfter] = [residentBytes(pid), await heapBytes(target)];
       return {
         id,
         label,
         connections,
-        connectSeconds,
+        connectSeconds: connectMs / 1000,
         rssBeforeBytes: rssBefore,
         rssAfterBytes: rssAfter,
         rssPerConnectionBytes: (rssAfter - rssBefore) / connections,
+        rssHalfwayBytes: rssHalfway,
+        rssPerAddedConnectionBytes: (rssAfter - rssHalfway) / (connections - half),
         ...(heapBefore === undefined || heapAfter === undefined
           ? {}
           : { heapBeforeBytes: heapBefore, heapAfterBytes: heapAfter, heapPerConnectionBytes: (heapAfter - heapBefore) / connections }),
       };
     } finally {
-      await fleet.close();
+      await Promise.all(fleets.map((fleet) => fleet.close()));
     }
   } finally {
     running.splice(running.indexOf(target), 1);
@@ -181,14 +197,14 @@ function render(json: { openFilesLimit: number; wanted: number; connections: num
     `Idle connections held by one server: ${json.connections.toLocaleString('en')}` +
       (json.connections < json.wanted ? ` (wanted ${json.wanted.toLocaleString('en')}; capped by the open-files limit ${json.openFilesLimit})` : ''),
     '',
-    '| server | connections | connect s | RSS before → after MiB | RSS KiB / connection | heap KiB / connection |',
-    '| --- | --: | --: | --: | --: | --: |',
+    '| server | connections | connect s | RSS before → halfway → after MiB | RSS KiB / connection | RSS KiB / added connection | heap KiB / connection |',
+    '| --- | --: | --: | --: | --: | --: | --: |',
   ];
   for (const r of json.results) {
-    if ('failed' in r) lines.push(`| ${r.label} | failed: ${r.failed.replace(/\|/g, '\\|')} | | | | |`);
+    if ('failed' in r) lines.push(`| ${r.label} | failed: ${r.failed.replace(/\|/g, '\\|')} | | | | | |`);
     else
       lines.push(
-        `| ${r.label} | ${r.connections.toLocaleString('en')} | ${r.connectSeconds.toFixed(1)} | ${mib(r.rssBeforeBytes)} → ${mib(r.rssAfterBytes)} | ${kib(r.rssPerConnectionBytes)} | ${kib(r.heapPerConnectionBytes)} |`,
+        `| ${r.label} | ${r.connections.toLocaleString('en')} | ${r.connectSeconds.toFixed(1)} | ${mib(r.rssBeforeBytes)} → ${mib(r.rssHalfwayBytes)} → ${mib(r.rssAfterBytes)} | ${kib(r.rssPerConnectionBytes)} | ${kib(r.rssPerAddedConnectionBytes)} | ${kib(r.heapPerConnectionBytes)} |`,
       );
   }
   return `${lines.join('\n')}\n`;

@@ -127,7 +127,8 @@ function idleRows(idle: ScenarioFiles['idle']): Row[] {
   return [
     row(`idle: connections held by one server${capped}`, 'connections', sb?.connections, bare?.connections, sio?.connections),
     row('idle: time to open them all', 's', sb?.connectSeconds, bare?.connectSeconds, sio?.connectSeconds),
-    row('idle: server RSS per connection', 'KiB', kib(sb?.rssPerConnectionBytes), kib(bare?.rssPerConnectionBytes), kib(sio?.rssPerConnectionBytes)),
+    row('idle: server RSS per connection (average over all)', 'KiB', kib(sb?.rssPerConnectionBytes), kib(bare?.rssPerConnectionBytes), kib(sio?.rssPerConnectionBytes)),
+    row('idle: server RSS per added connection (second half)', 'KiB', kib(sb?.rssPerAddedConnectionBytes), kib(bare?.rssPerAddedConnectionBytes), kib(sio?.rssPerAddedConnectionBytes)),
     row('idle: server heap per connection', 'KiB', kib(sb?.heapPerConnectionBytes), kib(bare?.heapPerConnectionBytes), kib(sio?.heapPerConnectionBytes)),
   ];
 }
