@@ -9,13 +9,14 @@
 //   --quick                   fewer rates, shorter windows (about a minute)
 //   --smoke                   a harness check, not a measurement: 50 clients, one short step per path
 //   --out=dir                 where fanout.json goes (default bench/results)
-//   --scenarios=a,b           any of bare, bare-send, socketio, one-pod, cross-pod (default all five)
+//   --scenarios=a,b           any of bare, bare-send, socketio, socketio-cross, one-pod, cross-pod (default all six)
 //   --bare-source=core        the bare servers subscribe directly instead of through JetStream
 // Two bare servers run: `bare` writes with uWS app.publish (idiomatic uWS, which coalesces the
 // frames of one event-loop turn per socket) and is the reference for the targets; `bare-send`
 // writes with a loop of ws.send, as Switchboard does, to tell the delivery technique's cost
 // apart from the rest of Switchboard's. `socketio` is the Socket.IO 4 peer (socketioServer.ts):
-// websocket transport, redis adapter, the same NATS consumer and the same client processes.
+// websocket transport, redis adapter, the same NATS consumer and the same client processes;
+// `socketio-cross` is two Socket.IO nodes, events consumed on one and clients on the other.
 // BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' profiles the pods.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -28,7 +29,7 @@ import { RedisServer } from '../test/support/redis.js';
 import { ClientFleet } from './clientFleet.js';
 import { renderReport, type ScenarioResult, type StepResult, type Outcome } from './fanoutReport.js';
 import { STREAM, STREAM_SUBJECTS } from './fanoutProtocol.js';
-import { startBare, startCrossPod, startOnePod, startSocketIo, type BareOptions, type FanoutTarget, type Infra } from './fanoutTargets.js';
+import { startBare, startCrossPod, startOnePod, startSocketIo, startSocketIoCrossNode, type BareOptions, type FanoutTarget, type Infra } from './fanoutTargets.js';
 import { publishPaced } from './pacedPublisher.js';
 import { cpuSecondsOf, machineBusySeconds } from './processCpu.js';
 
@@ -52,7 +53,7 @@ const { values: flags } = parseArgs({
     quick: { type: 'boolean', default: false },
     smoke: { type: 'boolean', default: false },
     out: { type: 'string' },
-    scenarios: { type: 'string', default: 'bare,bare-send,socketio,one-pod,cross-pod' },
+    scenarios: { type: 'string', default: 'bare,bare-send,socketio,socketio-cross,one-pod,cross-pod' },
     'bare-source': { type: 'string', default: 'jetstream' },
   },
 });
@@ -64,7 +65,7 @@ const settings = flags.smoke
 const { fanoutClients: FANOUT_CLIENTS, latencyClients: LATENCY_CLIENTS, latencyRate: LATENCY_RATE } = flags.smoke ? SMOKE_SHAPE : DEFAULT_SHAPE;
 const OUT_DIR = flags.out ?? fileURLToPath(new URL('../../bench/results/', import.meta.url));
 const bareSource: BareOptions['source'] = flags['bare-source'] === 'core' ? 'core' : 'jetstream';
-const SCENARIO_IDS = ['bare', 'bare-send', 'socketio', 'one-pod', 'cross-pod'];
+const SCENARIO_IDS = ['bare', 'bare-send', 'socketio', 'socketio-cross', 'one-pod', 'cross-pod'];
 const chosen = flags.scenarios.split(',');
 for (const id of chosen) {
   if (!SCENARIO_IDS.includes(id)) throw new Error(`unknown scenario ${id}: use ${SCENARIO_IDS.join(', ')}`);
@@ -116,6 +117,7 @@ const scenarios: Record<string, { label: string; start: StartTarget }> = {
   bare: { label: `bare uWS (${bareSource}, app.publish)`, start: () => startBare(infra, { source: bareSource, mode: 'publish' }) },
   'bare-send': { label: `bare uWS (${bareSource}, ws.send loop)`, start: () => startBare(infra, { source: bareSource, mode: 'send' }) },
   socketio: { label: `Socket.IO 4 (${bareSource}, redis adapter)`, start: () => startSocketIo(infra, bareSource) },
+  'socketio-cross': { label: `Socket.IO 4 across nodes (${bareSource}, redis adapter)`, start: () => startSocketIoCrossNode(infra, bareSource) },
   'one-pod': { label: 'Switchboard, one pod', start: (prefix) => startOnePod(infra, prefix) },
   'cross-pod': { label: 'Switchboard, cross-pod (gRPC)', start: (prefix) => startCrossPod(infra, prefix) },
 };

@@ -66,6 +66,28 @@ export async function startSocketIo(infra: Infra, source: BareOptions['source'])
   return startPeer('Socket.IO server', 'socketio', SOCKET_IO_SERVER_SCRIPT, args, (port) => `socketio+ws://127.0.0.1:${port}`);
 }
 
+/**
+ * Two Socket.IO nodes on one redis adapter: B consumes the stream and emits, A holds every client
+ * and gets B's emits through Redis pub/sub (Socket.IO's own way across nodes).
+ */
+export async function startSocketIoCrossNode(infra: Infra, source: BareOptions['source']): Promise<FanoutTarget> {
+  await emptyStream(infra.jsm);
+  const args = ['--nats', infra.natsUrl, '--redis', infra.redisUrl, '--source', source];
+  const clientNode = await startPeer('Socket.IO node A', 'A (clients)', SOCKET_IO_SERVER_SCRIPT, [...args, '--no-consume'], (port) => `socketio+ws://127.0.0.1:${port}`);
+  const consumerNode = await startPeer('Socket.IO node B', 'B (consumer)', SOCKET_IO_SERVER_SCRIPT, args, (port) => `socketio+ws://127.0.0.1:${port}`).catch(async (err: unknown) => {
+    await clientNode.stop();
+    throw err;
+  });
+  return {
+    urls: (count) => clientNode.urls(count),
+    serverPids: () => ({ ...clientNode.serverPids(), ...consumerNode.serverPids() }),
+    podCounters: async () => ({}),
+    stop: async () => {
+      await Promise.allSettled([clientNode.stop(), consumerNode.stop()]);
+    },
+  };
+}
+
 /** A peer server process that prints {"port":N} once ready and exits when its stdin ends. */
 async function startPeer(name: string, role: string, script: string, args: readonly string[], url: (port: number) => string): Promise<FanoutTarget> {
   const child = spawn(process.execPath, [script, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });

@@ -43,7 +43,7 @@ const steps: Step[] = [
     name: 'fanout',
     script: 'fanout.js',
     // bare-send is a diagnostic of Switchboard's delivery technique, not a peer: `npm run bench:fanout` keeps it.
-    args: [...modeFlag, `--scenarios=${mode === 'smoke' ? 'bare,one-pod' : 'bare,socketio,one-pod,cross-pod'}`, `--out=${outDir}`],
+    args: [...modeFlag, `--scenarios=${mode === 'smoke' ? 'bare,one-pod' : 'bare,socketio,socketio-cross,one-pod,cross-pod'}`, `--out=${outDir}`],
     file: 'fanout.json',
   },
   // cluster.js always writes to bench/results and has no smoke size; it is copied to --out when that differs.
