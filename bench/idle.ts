@@ -12,7 +12,7 @@
 // before connecting and after all N are ready and have sat idle a few seconds; Switchboard's
 // heap comes from its /metrics, Socket.IO's from the process itself. Figures go to stdout and
 // bench/results/idle.json.
-import { readFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
@@ -24,6 +24,7 @@ import { RedisServer } from '../test/support/redis.js';
 import { ClientFleet } from './clientFleet.js';
 import { STREAM, STREAM_SUBJECTS } from './fanoutProtocol.js';
 import { startBare, startOnePod, startSocketIo, type FanoutTarget, type Infra } from './fanoutTargets.js';
+import { residentBytes } from './processMemory.js';
 
 const TARGET_CONNECTIONS = 100_000;
 /** Descriptors a server needs besides its sockets (Redis, NATS, gRPC, admin, files). */
@@ -152,12 +153,6 @@ async function measure(id: TargetId, label: string, start: () => Promise<FanoutT
 
 function settle(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, settleMs));
-}
-
-/** VmRSS of a process, in bytes. */
-function residentBytes(pid: number): number {
-  const match = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return Number(match?.[1] ?? 0) * 1024;
 }
 
 /** Used heap where the server reports it (Switchboard's /metrics); undefined for the peers. */
