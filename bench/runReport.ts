@@ -7,7 +7,10 @@ import type { SlowConsumerResult } from './slowConsumers.js';
 
 /** What each scenario process wrote, where it ran to the end. */
 export interface ScenarioFiles {
-  fanout?: { readonly settings: { readonly fanoutClients?: number; readonly latencyClients?: number; readonly latencyRate?: number }; readonly results: readonly ScenarioResult[] };
+  fanout?: {
+    readonly settings: { readonly fanoutClients?: number; readonly latencyClients?: number; readonly latencyRate?: number; readonly maxRate?: number };
+    readonly results: readonly ScenarioResult[];
+  };
   cluster?: {
     readonly pods: number;
     readonly connects: { readonly perPodPerSecond: readonly number[]; readonly podCpuMsPerConnect: readonly number[] };
@@ -48,6 +51,7 @@ export function renderTable(files: ScenarioFiles, failures: Record<string, strin
     '- Every server ran on this machine in this run, fed by the same NATS stream and measured by the same client processes, which share the cores with the servers.',
     '- Fan-out is the highest rate of the doubling sweep with ≥ 97% delivered and p99 < 100 ms; a sweep that never passed shows 0. The ceiling is the bare uWS server writing with app.publish.',
     '- Across pods, the ceiling and Socket.IO columns repeat their single-server figures; Socket.IO across nodes was not measured.',
+    ...sweepCapNotes(files.fanout),
     ...overloadNotes(files.fanout),
     ...slowConsumerNotes(files.slowConsumers),
     ...Object.entries(failures).map(([name, why]) => `- ${name} failed: ${why}; its rows are missing.`),
@@ -101,6 +105,15 @@ function fanoutRows(fanout: ScenarioFiles['fanout']): Row[] {
     rows.push(row(`latency run, ${where}: share delivered`, '%', delivered(id), delivered('bare'), delivered('socketio')));
   }
   return rows;
+}
+
+/** A sweep that passed its highest rate found no limit: its figure is a floor (quick runs stop low to stay short). */
+function sweepCapNotes(fanout: ScenarioFiles['fanout']): string[] {
+  const cap = fanout?.settings.maxRate;
+  if (fanout === undefined || cap === undefined) return [];
+  const capped = fanout.results.filter((r) => r.fanout.ok && r.fanout.value.bestRate === cap).map((r) => r.label);
+  if (capped.length === 0) return [];
+  return [`- The sweep stops at ${cap.toLocaleString('en')} events/s and ${capped.join(', ')} passed it: their fan-out figure is a floor, not a limit.`];
 }
 
 /** A latency run asks for more deliveries/s than a server's best fan-out step carried: its latency is a queue, not a path. */

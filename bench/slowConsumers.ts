@@ -36,7 +36,7 @@ import { residentBytes } from './processMemory.js';
  */
 const SHAPES = {
   full: { clients: 200, beforeMs: 6000, duringMs: 15_000, resumeMaxMs: 4000 },
-  quick: { clients: 100, beforeMs: 1500, duringMs: 4000, resumeMaxMs: 2000 },
+  quick: { clients: 100, beforeMs: 1000, duringMs: 4000, resumeMaxMs: 1500 },
   smoke: { clients: 20, beforeMs: 1000, duringMs: 3000, resumeMaxMs: 1000 },
 } as const;
 const SLOW_SHARE = 0.1;
