@@ -22,7 +22,7 @@ import type { NatsConnection } from 'nats';
 import { randomKeys } from '../test/support/gateway.js';
 import { NatsServer } from '../test/support/nats.js';
 import { RedisServer } from '../test/support/redis.js';
-import { ClientFleet, type FleetReport } from './clientFleet.js';
+import { ClientFleet } from './clientFleet.js';
 import { STREAM, STREAM_SUBJECTS, type StalledCounts } from './fanoutProtocol.js';
 import { startBare, startOnePod, type FanoutTarget, type Infra } from './fanoutTargets.js';
 import type { LatencySummary } from './latencyHistogram.js';
@@ -172,11 +172,11 @@ async function measure(nc: NatsConnection, id: TargetId, label: string, start: (
       label,
       clients: fleet.connected,
       stalled,
-      before: before.window,
-      during: during.window,
+      before,
+      during,
       rss: { beforeBytes: rssBefore, peakBytes: Math.max(rssBefore, ...watched.rss.map(([, bytes]) => bytes)), endBytes: watched.rss.at(-1)?.[1] ?? rssBefore, samples: watched.rss },
       ...(watched.serverCloses === undefined ? {} : { serverSlowCloses: watched.serverCloses }),
-      afterResume: { ...afterResume, shareOfPublished: stalled === 0 ? 0 : afterResume.delivered / (during.window.published * stalled) },
+      afterResume: { ...afterResume, shareOfPublished: stalled === 0 ? 0 : afterResume.delivered / (during.published * stalled) },
     };
   } finally {
     await fleet?.close();
@@ -196,7 +196,7 @@ async function warmUp(nc: NatsConnection, fleet: ClientFleet, id: TargetId): Pro
 }
 
 /** Publishes RATE events/s for `durationMs` and measures what reached the `readers` reading clients. */
-async function readerWindow(nc: NatsConnection, fleet: ClientFleet, pid: number, phase: string, durationMs: number, readers: number): Promise<{ window: ReaderWindow; report: FleetReport }> {
+async function readerWindow(nc: NatsConnection, fleet: ClientFleet, pid: number, phase: string, durationMs: number, readers: number): Promise<ReaderWindow> {
   await fleet.measure(phase);
   const [cpuBefore, startedAt] = [cpuSecondsOf(pid), Date.now()];
   const run = await publishPaced(nc, phase, RATE, durationMs, PADDING);
@@ -204,7 +204,7 @@ async function readerWindow(nc: NatsConnection, fleet: ClientFleet, pid: number,
   const report = await fleet.report();
   const serverCpuPercent = ((cpuSecondsOf(pid) - cpuBefore) / ((Date.now() - startedAt) / 1000)) * 100;
   const fraction = run.published * readers === 0 ? 0 : report.delivered / (run.published * readers);
-  return { window: { readers, published: run.published, fraction, latency: report.latency, serverCpuPercent }, report };
+  return { readers, published: run.published, fraction, latency: report.latency, serverCpuPercent };
 }
 
 /**
