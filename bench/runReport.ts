@@ -113,7 +113,7 @@ function sweepCapNotes(fanout: ScenarioFiles['fanout']): string[] {
   if (fanout === undefined || cap === undefined) return [];
   const capped = fanout.results.filter((r) => r.fanout.ok && r.fanout.value.bestRate === cap).map((r) => r.label);
   if (capped.length === 0) return [];
-  return [`- The sweep stops at ${cap.toLocaleString('en')} events/s and ${capped.join(', ')} passed it: their fan-out figure is a floor, not a limit.`];
+  return [`- The sweep stops at ${cap.toLocaleString('en')} events/s; these passed it, so their fan-out figure is a floor, not a limit: ${capped.join('; ')}.`];
 }
 
 /** A latency run asks for more deliveries/s than a server's best fan-out step carried: its latency is a queue, not a path. */
