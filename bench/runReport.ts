@@ -187,17 +187,24 @@ function slowConsumerRows(slow: ScenarioFiles['slowConsumers']): Row[] {
     row('slow consumers: server RSS at the end of the stall', 'MiB', ...both((r) => mib(r.rss.endBytes))),
     row(`slow consumers: stalled clients closed by the server (of ${stalled})`, 'clients', ...both((r) => r.stalled - r.afterResume.open)),
     row("slow consumers: share of the stall's events the stalled clients got", '%', ...both((r) => r.afterResume.shareOfPublished * 100)),
-    row('slow consumers: stall to the last 4408 close', 's', lastClose === undefined ? undefined : lastClose / 1000),
+    row("slow consumers: stall to the server's last 4408 close", 's', lastClose === undefined ? undefined : lastClose / 1000),
   ];
 }
 
-/** What the slow-consumer rows mean for each server, in one line. */
+/** What the slow-consumer rows mean, and the close codes the stalled clients saw once they read again. */
 function slowConsumerNotes(slow: ScenarioFiles['slowConsumers']): string[] {
   if (slow === undefined) return [];
+  const seen = slow.results.map((r) => {
+    if ('failed' in r) return `${r.id} failed: ${r.failed}`;
+    const codes = Object.entries(r.afterResume.closes).map(([code, n]) => `${n}×${code}`);
+    return `${r.label}: ${codes.length === 0 ? 'no close' : codes.join(', ')}, ${r.afterResume.open} still open`;
+  });
   return [
-    `- Slow consumers: the stalled clients pause their sockets, so TCP backs up into the server once the kernel's buffers (about 4 MiB per socket on loopback) are full. ` +
-      `Switchboard runs with SEND_BUFFER_BYTES ${slow.settings.sendBufferBytes} and closes them with 4408 (what they got before the close is the share above); ` +
-      'the bare server buffers up to its maxBackpressure of 16 MiB per socket, then drops frames for that socket without telling it, and never closes.',
+    '- Slow consumers: the stalled clients pause their sockets, so TCP backs up into the server once the kernel buffers (about 4 MiB per socket on loopback) are full. ' +
+      `Switchboard (SEND_BUFFER_BYTES ${slow.settings.sendBufferBytes}) closes them with 4408; the bare server buffers up to its maxBackpressure of 16 MiB per socket, ` +
+      'then drops that socket\'s frames without telling it, and never closes.',
+    `- Slow consumers, what the stalled clients saw once they read again: ${seen.join('; ')}. A 4408 close frame queues behind the unread backlog; ` +
+      'a client that reads again only long after the close can find the connection ended without it (1006).',
   ];
 }
 
