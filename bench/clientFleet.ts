@@ -3,7 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import type { ClientCommand, ClientLine, ClientTask, ConnectedLine, CountLine, ReportLine } from './fanoutProtocol.js';
+import type { ClientCommand, ClientLine, ClientTask, ConnectedLine, CountLine, ReportLine, StalledCounts } from './fanoutProtocol.js';
 import { LatencyHistogram, type LatencySummary } from './latencyHistogram.js';
 
 const CLIENT_SCRIPT = fileURLToPath(new URL('./fanoutClient.js', import.meta.url));
@@ -11,6 +11,7 @@ const CLIENT_SCRIPT = fileURLToPath(new URL('./fanoutClient.js', import.meta.url
 const ANSWER_TIMEOUT_MS = 15_000;
 const CONNECT_CONCURRENCY_PER_PROCESS = 32;
 const CONNECT_TIMEOUT_MS = 10_000;
+const POLL_MS = 100;
 
 /** Merged report of every client process. */
 export interface FleetReport {
@@ -21,6 +22,8 @@ export interface FleetReport {
   readonly latency: LatencySummary;
   /** CPU of all client processes together, in ms, since `measure`. */
   readonly cpuMs: number;
+  /** The sockets told to stop reading, summed over the processes. */
+  readonly stalled: StalledCounts;
 }
 
 /** One client process and its request/answer line protocol (one question at a time). */
@@ -63,13 +66,17 @@ class ClientProcess {
 /** Benchmark clients over several processes. */
 export class ClientFleet {
   readonly #processes: readonly ClientProcess[];
+  /** Connections that reached `ready`, per process. */
+  readonly #connectedPerProcess: readonly number[];
 
-  private constructor(
-    processes: readonly ClientProcess[],
-    /** Connections that reached `ready`. */
-    readonly connected: number,
-  ) {
+  private constructor(processes: readonly ClientProcess[], connectedPerProcess: readonly number[]) {
     this.#processes = processes;
+    this.#connectedPerProcess = connectedPerProcess;
+  }
+
+  /** Connections that reached `ready`. */
+  get connected(): number {
+    return this.#connectedPerProcess.reduce((sum, n) => sum + n, 0);
   }
 
   /**
@@ -100,7 +107,7 @@ export class ClientFleet {
         const firstError = connected.find((a) => a.firstError !== '')?.firstError ?? '';
         throw new Error(`only ${total} of ${urls.length} clients reached ready (${firstError})`);
       }
-      return new ClientFleet(processes, total);
+      return new ClientFleet(processes, connected.map((a) => a.connected));
     } catch (err) {
       await Promise.all(processes.map((p) => p.exit()));
       throw err;
@@ -119,21 +126,60 @@ export class ClientFleet {
     return { delivered: sum((c) => c.delivered), stale: sum((c) => c.stale), open: sum((c) => c.open) };
   }
 
+  /** Waits until `expected` deliveries arrived, none arrived for `quietMs`, or `maxMs` passed; answers the count. */
+  async waitForDeliveries(expected: number, limits: { readonly quietMs: number; readonly maxMs: number }): Promise<number> {
+    const startedAt = Date.now();
+    let last = -1;
+    let lastChangeAt = startedAt;
+    for (;;) {
+      const { delivered } = await this.count();
+      if (delivered >= expected) return delivered;
+      if (delivered !== last) [last, lastChangeAt] = [delivered, Date.now()];
+      if (Date.now() - lastChangeAt >= limits.quietMs || Date.now() - startedAt >= limits.maxMs) return delivered;
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    }
+  }
+
+  /**
+   * Stops reading on `total` connections, dealt round-robin over the processes (as the URLs
+   * were); answers how many were stalled. They stay open and are counted apart from then on.
+   */
+  async stall(total: number): Promise<number> {
+    const perProcess = this.#connectedPerProcess.map(() => 0);
+    for (let dealt = 0, i = 0; dealt < Math.min(total, this.connected); i = (i + 1) % perProcess.length) {
+      if (perProcess[i]! < this.#connectedPerProcess[i]!) {
+        perProcess[i]! += 1;
+        dealt++;
+      }
+    }
+    await Promise.all(this.#processes.map((p, i) => p.ask({ cmd: 'stall', sockets: perProcess[i]! })));
+    return perProcess.reduce((sum, n) => sum + n, 0);
+  }
+
+  /** Reads the stalled connections again. */
+  async resume(): Promise<void> {
+    await Promise.all(this.#processes.map((p) => p.ask({ cmd: 'resume' })));
+  }
+
   async report(): Promise<FleetReport> {
     const reports = (await Promise.all(this.#processes.map((p) => p.ask({ cmd: 'report' })))) as ReportLine[];
     const histogram = new LatencyHistogram();
     const closes: Record<string, number> = {};
+    const stalledCloses: Record<string, number> = {};
     for (const report of reports) {
       histogram.merge(report.histogram, report.maxMs);
       for (const [code, n] of Object.entries(report.closes)) closes[code] = (closes[code] ?? 0) + n;
+      for (const [code, n] of Object.entries(report.stalled.closes)) stalledCloses[code] = (stalledCloses[code] ?? 0) + n;
     }
+    const sum = (pick: (r: ReportLine) => number) => reports.reduce((s, r) => s + pick(r), 0);
     return {
-      delivered: reports.reduce((s, r) => s + r.delivered, 0),
-      stale: reports.reduce((s, r) => s + r.stale, 0),
-      open: reports.reduce((s, r) => s + r.open, 0),
+      delivered: sum((r) => r.delivered),
+      stale: sum((r) => r.stale),
+      open: sum((r) => r.open),
       closes,
       latency: histogram.summary(),
-      cpuMs: reports.reduce((s, r) => s + r.cpuMs, 0),
+      cpuMs: sum((r) => r.cpuMs),
+      stalled: { sockets: sum((r) => r.stalled.sockets), open: sum((r) => r.stalled.open), delivered: sum((r) => r.stalled.delivered), closes: stalledCloses },
     };
   }
 

@@ -60,7 +60,7 @@ const { values: flags } = parseArgs({
 const settings = flags.smoke
   ? { firstRate: 50, maxRate: 50, refineSteps: 0, stepMs: 1000, latencyMs: 1000 }
   : flags.quick
-    ? { firstRate: 50, maxRate: 1600, refineSteps: 0, stepMs: 2000, latencyMs: 4000 }
+    ? { firstRate: 200, maxRate: 800, refineSteps: 0, stepMs: 1000, latencyMs: 2000 }
     : { firstRate: 50, maxRate: 3200, refineSteps: 2, stepMs: 4000, latencyMs: 10_000 };
 const { fanoutClients: FANOUT_CLIENTS, latencyClients: LATENCY_CLIENTS, latencyRate: LATENCY_RATE } = flags.smoke ? SMOKE_SHAPE : DEFAULT_SHAPE;
 const OUT_DIR = flags.out ?? fileURLToPath(new URL('../../bench/results/', import.meta.url));

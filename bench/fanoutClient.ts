@@ -4,6 +4,8 @@
 //   {"cmd":"measure","phase":"p1"}  start counting events of phase p1 (counters reset)  → {"kind":"ok"}
 //   {"cmd":"count"}                 events counted so far                                → {"kind":"count",...}
 //   {"cmd":"report"}                counts, latency histogram and CPU since `measure`     → {"kind":"report",...}
+//   {"cmd":"stall","sockets":5}     stop reading on the first 5 WebSocket connections     → {"kind":"ok"}
+//   {"cmd":"resume"}                read the stalled connections again                    → {"kind":"ok"}
 //   {"cmd":"exit"}                  close every socket and exit (so does the end of stdin)
 // Latency is receive time minus the payload's `sent_at_ms`, both read with benchClock(), a
 // sub-millisecond clock aligned to Date.now() in every process.
@@ -13,7 +15,7 @@
 import { createInterface } from 'node:readline';
 import { io, type Socket } from 'socket.io-client';
 import WebSocket from 'ws';
-import { benchClock as now, type ClientCommand, type ClientLine, type ClientTask, type ConnectedLine } from './fanoutProtocol.js';
+import { benchClock as now, type ClientCommand, type ClientLine, type ClientTask, type ConnectedLine, type StalledCounts } from './fanoutProtocol.js';
 import { LatencyHistogram } from './latencyHistogram.js';
 
 const EVENT_PREFIX = '{"type":"event"';
@@ -25,9 +27,13 @@ const histogram = new LatencyHistogram();
 const sockets: WebSocket[] = [];
 const socketIoSockets: Socket[] = [];
 const closes: Record<string, number> = {};
+/** Sockets told to stop reading: their frames and closes are counted apart from the readers'. */
+const stalled = new Set<WebSocket>();
+const stalledCloses: Record<string, number> = {};
 let phaseMarker = '';
 let delivered = 0;
 let stale = 0;
+let stalledDelivered = 0;
 let measureCpu = process.cpuUsage();
 let measureStartedAt = now();
 
@@ -44,6 +50,11 @@ function onFrame(text: string): void {
   delivered++;
   // parseFloat stops at the ',' after the number, so no need to find where it ends.
   histogram.record(receivedAt - Number.parseFloat(text.slice(at + SENT_AT_KEY.length, at + SENT_AT_KEY.length + 32)));
+}
+
+/** A frame a stalled socket read (some still arrive after pause(), the rest after resume()): counted, not timed. */
+function onStalledFrame(text: string): void {
+  if (text.startsWith(EVENT_PREFIX) && phaseMarker !== '' && text.includes(phaseMarker)) stalledDelivered++;
 }
 
 /** Opens one socket; resolves true once it is `ready`, false if it fails first. */
@@ -74,12 +85,14 @@ function open(url: string, task: ClientTask, failures: string[]): Promise<boolea
         resolve(true);
         return;
       }
-      onFrame(text);
+      if (stalled.has(ws)) onStalledFrame(text);
+      else onFrame(text);
     });
     ws.on('unexpected-response', (_req, res) => fail(`upgrade refused with HTTP ${res.statusCode ?? 0}`));
     ws.on('error', (err) => fail(err.message));
     ws.on('close', (code, reason) => {
       closes[code] = (closes[code] ?? 0) + 1;
+      if (stalled.has(ws)) stalledCloses[code] = (stalledCloses[code] ?? 0) + 1;
       fail(`closed with ${code} ${reason.toString()}`);
     });
   });
@@ -129,7 +142,12 @@ async function connectAll(task: ClientTask): Promise<ConnectedLine> {
 }
 
 const openCount = (): number =>
-  sockets.filter((ws) => ws.readyState === WebSocket.OPEN).length + socketIoSockets.filter((socket) => socket.connected).length;
+  sockets.filter((ws) => ws.readyState === WebSocket.OPEN && !stalled.has(ws)).length + socketIoSockets.filter((socket) => socket.connected).length;
+
+function stalledCounts(): StalledCounts {
+  const open = [...stalled].filter((ws) => ws.readyState === WebSocket.OPEN).length;
+  return { sockets: stalled.size, open, delivered: stalledDelivered, closes: stalledCloses };
+}
 
 function answer(line: ClientLine): void {
   process.stdout.write(`${JSON.stringify(line)}\n`);
@@ -141,12 +159,23 @@ function obey(command: ClientCommand): void {
       phaseMarker = `"phase":"${command.phase}"`;
       delivered = 0;
       stale = 0;
+      stalledDelivered = 0;
       histogram.reset();
       measureCpu = process.cpuUsage();
       measureStartedAt = now();
       return answer({ kind: 'ok' });
     case 'count':
       return answer({ kind: 'count', delivered, stale, open: openCount() });
+    case 'stall':
+      // ws.pause() stops reading the TCP socket: the kernel buffers fill and the server sees back-pressure.
+      for (const ws of sockets.slice(0, command.sockets)) {
+        stalled.add(ws);
+        ws.pause();
+      }
+      return answer({ kind: 'ok' });
+    case 'resume':
+      for (const ws of stalled) ws.resume();
+      return answer({ kind: 'ok' });
     case 'report': {
       const cpu = process.cpuUsage(measureCpu);
       return answer({
@@ -159,6 +188,7 @@ function obey(command: ClientCommand): void {
         maxMs: histogram.maxMs,
         cpuMs: (cpu.user + cpu.system) / 1000,
         elapsedMs: now() - measureStartedAt,
+        stalled: stalledCounts(),
       });
     }
     case 'exit':

@@ -37,9 +37,11 @@ function measureWallClockOffset(): number {
 /**
  * One event. `phase` names the measurement step it belongs to, so a late delivery from an
  * earlier step is never counted in a later one; `sent_at_ms` has sub-millisecond precision.
+ * `padding` (a string of plain characters) goes last, so clients find the fields above without scanning it.
  */
-export function eventPayload(phase: string, seq: number): string {
-  return `{"event_id":"${phase}-${seq}","sent_at_ms":${benchClock()},"seq":${seq},"phase":"${phase}"}`;
+export function eventPayload(phase: string, seq: number, padding = ''): string {
+  const pad = padding === '' ? '' : `,"pad":"${padding}"`;
+  return `{"event_id":"${phase}-${seq}","sent_at_ms":${benchClock()},"seq":${seq},"phase":"${phase}"${pad}}`;
 }
 
 /** The first stdin line of a client process. */
@@ -52,8 +54,18 @@ export interface ClientTask {
   readonly connectTimeoutMs: number;
 }
 
-/** Commands, one JSON line each on a client's stdin after the task. */
-export type ClientCommand = { readonly cmd: 'measure'; readonly phase: string } | { readonly cmd: 'count' } | { readonly cmd: 'report' } | { readonly cmd: 'exit' };
+/**
+ * Commands, one JSON line each on a client's stdin after the task. `stall` stops reading on
+ * `sockets` of the process's WebSocket connections (pauses the socket, so TCP backs up to the
+ * server); `resume` reads them again.
+ */
+export type ClientCommand =
+  | { readonly cmd: 'measure'; readonly phase: string }
+  | { readonly cmd: 'count' }
+  | { readonly cmd: 'report' }
+  | { readonly cmd: 'stall'; readonly sockets: number }
+  | { readonly cmd: 'resume' }
+  | { readonly cmd: 'exit' };
 
 /** Answer to the task: how many sockets reached `ready`. */
 export interface ConnectedLine {
@@ -63,7 +75,7 @@ export interface ConnectedLine {
   readonly firstError: string;
 }
 
-/** Answer to `measure`. */
+/** Answer to `measure`, `stall` and `resume`. */
 export interface OkLine {
   readonly kind: 'ok';
 }
@@ -74,6 +86,7 @@ export interface CountLine {
   readonly delivered: number;
   /** Event frames of other phases: a backlog still draining. */
   readonly stale: number;
+  /** Open sockets that read (stalled ones are counted apart). */
   readonly open: number;
 }
 
@@ -83,6 +96,7 @@ export interface ReportLine {
   readonly delivered: number;
   /** Event frames of other phases (late deliveries of an earlier step). */
   readonly stale: number;
+  /** Open sockets that read (stalled ones are counted apart). */
   readonly open: number;
   /** Close codes seen since the connections opened, e.g. {"4408": 3}. */
   readonly closes: Record<string, number>;
@@ -90,6 +104,18 @@ export interface ReportLine {
   readonly maxMs: number;
   readonly cpuMs: number;
   readonly elapsedMs: number;
+  /** The stalled sockets; their frames are in none of the figures above. */
+  readonly stalled: StalledCounts;
+}
+
+/** What became of the sockets told to stop reading. */
+export interface StalledCounts {
+  readonly sockets: number;
+  readonly open: number;
+  /** Event frames of the current phase they read (after `resume`). */
+  readonly delivered: number;
+  /** Their close codes, e.g. {"4408": 3}. */
+  readonly closes: Record<string, number>;
 }
 
 /** Any line a client process writes. */

@@ -47,6 +47,8 @@ export interface FanoutTarget {
   podCounters(): Promise<Record<string, Record<string, number>>>;
   /** Used V8 heap of the process holding the clients, where it reports one (Switchboard's /metrics). */
   heapUsedBytes?(): Promise<number>;
+  /** One sample of the client-holding pod's /metrics (name with labels), where there is one. */
+  metric?(sample: string): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -121,10 +123,10 @@ async function startPeer(name: string, role: string, script: string, args: reado
   }
 }
 
-/** One pod that both consumes the stream and holds every client. */
-export async function startOnePod(infra: Infra, userPrefix: string): Promise<FanoutTarget> {
+/** One pod that both consumes the stream and holds every client; `env` overrides the pod's settings (e.g. SEND_BUFFER_BYTES). */
+export async function startOnePod(infra: Infra, userPrefix: string, env: Record<string, string> = {}): Promise<FanoutTarget> {
   await emptyStream(infra.jsm);
-  const pod = await startGateway(podEnv(infra, true), infra.keys, [], [...infra.podNodeArgs]);
+  const pod = await startGateway({ ...podEnv(infra, true), ...env }, infra.keys, [], [...infra.podNodeArgs]);
   return podTarget(infra, userPrefix, pod, { pod });
 }
 
@@ -180,6 +182,7 @@ function podTarget(infra: Infra, userPrefix: string, clientPod: TestGateway, pod
     serverPids: () => Object.fromEntries(Object.entries(pods).map(([role, pod]) => [role, pod.child.pid])),
     podCounters: async () => Object.fromEntries(await Promise.all(Object.entries(pods).map(async ([role, pod]) => [role, await countersOf(pod)] as const))),
     heapUsedBytes: () => clientPod.metric('switchboard_nodejs_heap_size_used_bytes'),
+    metric: (sample) => clientPod.metric(sample),
     stop: async () => {
       await Promise.allSettled(Object.values(pods).map((pod) => pod.stop()));
     },

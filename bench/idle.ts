@@ -15,7 +15,7 @@
 // marginal cost of the second half, which is what each further connection costs and so what
 // 100,000 would. Switchboard's heap comes from its /metrics. Figures go to stdout and
 // bench/results/idle.json.
-import { readFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
@@ -27,6 +27,7 @@ import { RedisServer } from '../test/support/redis.js';
 import { ClientFleet } from './clientFleet.js';
 import { STREAM, STREAM_SUBJECTS } from './fanoutProtocol.js';
 import { startBare, startOnePod, startSocketIo, type FanoutTarget, type Infra } from './fanoutTargets.js';
+import { residentBytes } from './processMemory.js';
 
 const TARGET_CONNECTIONS = 100_000;
 /** Descriptors a server needs besides its sockets (Redis, NATS, gRPC, admin, files). */
@@ -66,7 +67,7 @@ const { values: flags } = parseArgs({
   },
 });
 const fdLimit = openFilesLimit();
-const wanted = flags.connections !== undefined ? Number(flags.connections) : flags.smoke ? 200 : flags.quick ? 5000 : TARGET_CONNECTIONS;
+const wanted = flags.connections !== undefined ? Number(flags.connections) : flags.smoke ? 200 : flags.quick ? 3000 : TARGET_CONNECTIONS;
 const connections = Math.min(wanted, fdLimit - DESCRIPTOR_MARGIN);
 const settleMs = flags.quick || flags.smoke ? SHORT_SETTLE_MS : SETTLE_MS;
 const chosen = flags.targets.split(',') as TargetId[];
@@ -168,12 +169,6 @@ async function measure(id: TargetId, label: string, start: () => Promise<FanoutT
 
 function settle(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, settleMs));
-}
-
-/** VmRSS of a process, in bytes. */
-function residentBytes(pid: number): number {
-  const match = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return Number(match?.[1] ?? 0) * 1024;
 }
 
 /** Used heap where the server reports it (Switchboard's /metrics); undefined for the peers. */

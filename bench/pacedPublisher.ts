@@ -15,8 +15,11 @@ export interface PublishRun {
   readonly cpuMs: number;
 }
 
-/** Publishes `rate` events per second for `durationMs`, each stamped with its own send time; flushes at the end. */
-export async function publishPaced(nc: NatsConnection, phase: string, rate: number, durationMs: number): Promise<PublishRun> {
+/**
+ * Publishes `rate` events per second for `durationMs`, each stamped with its own send time (and
+ * carrying `padding`, to set the event size); flushes at the end.
+ */
+export async function publishPaced(nc: NatsConnection, phase: string, rate: number, durationMs: number, padding = ''): Promise<PublishRun> {
   const total = Math.round((rate * durationMs) / 1000);
   const cpuBefore = process.cpuUsage();
   const startedAt = performance.now();
@@ -25,7 +28,7 @@ export async function publishPaced(nc: NatsConnection, phase: string, rate: numb
     const publishDue = () => {
       // Due by the clock since the start, not by ticks: a late tick catches up in one batch.
       const due = Math.min(total, Math.floor(((performance.now() - startedAt) * rate) / 1000) + 1);
-      for (; seq < due; seq++) nc.publish(BENCH_SUBJECT, eventPayload(phase, seq));
+      for (; seq < due; seq++) nc.publish(BENCH_SUBJECT, eventPayload(phase, seq, padding));
       if (seq >= total) {
         clearInterval(timer);
         resolve();

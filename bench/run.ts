@@ -2,14 +2,14 @@
 // uWebSockets.js ceiling and Socket.IO 4) measured in the same run, side by side.
 //
 //   node dist/bench/run.js            fan-out + latency (one pod, across pods), connect storm and
-//                                     takeover, idle capacity (about 10 minutes)
-//   node dist/bench/run.js --quick    the same with shorter windows and fewer connections (about a minute or two)
+//                                     takeover, idle capacity, slow consumers (about 5 minutes)
+//   node dist/bench/run.js --quick    the same with shorter windows and fewer connections (about a minute)
 //   node dist/bench/run.js --smoke    a check that the harness runs (bare + one pod, tiny), not a measurement
 //   --out=dir                         where the results go (default bench/results)
 //
-// Each scenario runs as its own process (fanout.js, cluster.js, idle.js), which starts and stops
-// everything it measures and writes its JSON; this one merges them into report.json and
-// report.md: figure | Switchboard | ceiling | Socket.IO | Switchboard ÷ ceiling. A scenario that
+// Each scenario runs as its own process (fanout.js, cluster.js, idle.js, slowConsumers.js),
+// which starts and stops everything it measures and writes its JSON; this one merges them into
+// report.json and report.md: figure | Switchboard | ceiling | Socket.IO | Switchboard ÷ ceiling. A scenario that
 // fails leaves its rows empty and its reason in the report rather than ending the run.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -54,6 +54,7 @@ const steps: Step[] = [
     args: [...modeFlag, `--targets=${mode === 'smoke' ? 'switchboard,bare' : 'switchboard,bare,socketio'}`, `--out=${outDir}`],
     file: 'idle.json',
   },
+  { name: 'slowConsumers', script: 'slowConsumers.js', args: [...modeFlag, `--out=${outDir}`], file: 'slow-consumers.json' },
 ];
 
 let current: ChildProcess | undefined;

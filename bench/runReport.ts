@@ -3,16 +3,24 @@
 // the scenario processes wrote.
 import type { ScenarioResult, StepResult } from './fanoutReport.js';
 import type { IdleResult } from './idle.js';
+import type { SlowConsumerResult } from './slowConsumers.js';
 
 /** What each scenario process wrote, where it ran to the end. */
 export interface ScenarioFiles {
-  fanout?: { readonly settings: { readonly fanoutClients?: number; readonly latencyClients?: number; readonly latencyRate?: number }; readonly results: readonly ScenarioResult[] };
+  fanout?: {
+    readonly settings: { readonly fanoutClients?: number; readonly latencyClients?: number; readonly latencyRate?: number; readonly maxRate?: number };
+    readonly results: readonly ScenarioResult[];
+  };
   cluster?: {
     readonly pods: number;
     readonly connects: { readonly perPodPerSecond: readonly number[]; readonly podCpuMsPerConnect: readonly number[] };
     readonly takeover: { readonly rounds: number; readonly p50Ms: number; readonly p99Ms: number };
   };
   idle?: { readonly openFilesLimit: number; readonly wanted: number; readonly connections: number; readonly results: ReadonlyArray<IdleResult | { readonly id: string; readonly failed: string }> };
+  slowConsumers?: {
+    readonly settings: { readonly clients: number; readonly slowShare: number; readonly rate: number; readonly eventBytes: number; readonly duringMs: number; readonly sendBufferBytes: number };
+    readonly results: ReadonlyArray<SlowConsumerResult | { readonly id: string; readonly failed: string }>;
+  };
 }
 
 /** One figure side by side; undefined where a server was not measured (or cannot be, e.g. takeover on a bare server). */
@@ -28,7 +36,7 @@ export interface Row {
 
 /** The rows and their markdown, with the scenarios that failed listed under the table. */
 export function renderTable(files: ScenarioFiles, failures: Record<string, string>, mode: string): { rows: Row[]; markdown: string } {
-  const rows = [...fanoutRows(files.fanout), ...idleRows(files.idle), ...clusterRows(files.cluster)];
+  const rows = [...fanoutRows(files.fanout), ...idleRows(files.idle), ...clusterRows(files.cluster), ...slowConsumerRows(files.slowConsumers)];
   const cell = (value: number | undefined, digits: number) => (value === undefined || !Number.isFinite(value) ? '—' : value.toLocaleString('en', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
   const lines = [
     `## Switchboard side by side (${mode} run)`,
@@ -36,14 +44,16 @@ export function renderTable(files: ScenarioFiles, failures: Record<string, strin
     '| figure | Switchboard | ceiling (bare uWS) | Socket.IO 4 | Switchboard ÷ ceiling |',
     '| --- | --: | --: | --: | --: |',
     ...rows.map((r) => {
-      const digits = r.unit === 'ms' || r.unit === 'KiB' ? 2 : r.unit === '%' || r.unit === 's' ? 1 : 0;
+      const digits = r.unit === 'ms' || r.unit === 'KiB' ? 2 : r.unit === '%' || r.unit === 's' || r.unit === 'MiB' ? 1 : 0;
       return `| ${r.figure} (${r.unit}) | ${cell(r.switchboard, digits)} | ${cell(r.ceiling, digits)} | ${cell(r.socketio, digits)} | ${cell(r.ratio, 2)} |`;
     }),
     '',
     '- Every server ran on this machine in this run, fed by the same NATS stream and measured by the same client processes, which share the cores with the servers.',
     '- Fan-out is the highest rate of the doubling sweep with ≥ 97% delivered and p99 < 100 ms; a sweep that never passed shows 0. The ceiling is the bare uWS server writing with app.publish.',
     '- Across pods, the ceiling column repeats the single bare server; the Socket.IO column is two Socket.IO nodes on the redis adapter (events consumed on one, clients on the other).',
+    ...sweepCapNotes(files.fanout),
     ...overloadNotes(files.fanout),
+    ...slowConsumerNotes(files.slowConsumers),
     ...Object.entries(failures).map(([name, why]) => `- ${name} failed: ${why}; its rows are missing.`),
     '',
   ];
@@ -97,6 +107,15 @@ function fanoutRows(fanout: ScenarioFiles['fanout']): Row[] {
   return rows;
 }
 
+/** A sweep that passed its highest rate found no limit: its figure is a floor (quick runs stop low to stay short). */
+function sweepCapNotes(fanout: ScenarioFiles['fanout']): string[] {
+  const cap = fanout?.settings.maxRate;
+  if (fanout === undefined || cap === undefined) return [];
+  const capped = fanout.results.filter((r) => r.fanout.ok && r.fanout.value.bestRate === cap).map((r) => r.label);
+  if (capped.length === 0) return [];
+  return [`- The sweep stops at ${cap.toLocaleString('en')} events/s; these passed it, so their fan-out figure is a floor, not a limit: ${capped.join('; ')}.`];
+}
+
 /** A latency run asks for more deliveries/s than a server's best fan-out step carried: its latency is a queue, not a path. */
 function overloadNotes(fanout: ScenarioFiles['fanout']): string[] {
   if (fanout === undefined) return [];
@@ -141,6 +160,52 @@ function clusterRows(cluster: ScenarioFiles['cluster']): Row[] {
     row('connect storm: pod CPU per connect', 'ms', mean(cluster.connects.podCpuMsPerConnect)),
     row(`takeover across pods p50 (${cluster.takeover.rounds} rounds)`, 'ms', cluster.takeover.p50Ms),
     row('takeover across pods p99', 'ms', cluster.takeover.p99Ms),
+  ];
+}
+
+function slowConsumerRows(slow: ScenarioFiles['slowConsumers']): Row[] {
+  if (slow === undefined) return [];
+  const of = (id: string): SlowConsumerResult | undefined => {
+    const result = slow.results.find((r) => r.id === id);
+    return result === undefined || 'failed' in result ? undefined : result;
+  };
+  const [sb, bare] = [of('switchboard'), of('bare')];
+  const both = (pick: (r: SlowConsumerResult) => number | undefined) => [sb === undefined ? undefined : pick(sb), bare === undefined ? undefined : pick(bare)] as const;
+  const { clients, slowShare, rate, eventBytes, duringMs } = slow.settings;
+  const stalled = Math.round(clients * slowShare);
+  const shape = `${clients} clients, ${rate} events/s of ${eventBytes / 1024} KiB`;
+  const during = `while ${stalled} of ${clients} clients stop reading for ${duringMs / 1000} s`;
+  const mib = (bytes: number) => bytes / 1048576;
+  const lastClose = sb?.serverSlowCloses?.lastAfterMs;
+  return [
+    row(`slow consumers: readers' p50 before (${shape})`, 'ms', ...both((r) => r.before.latency.p50Ms)),
+    row(`slow consumers: readers' p50 ${during}`, 'ms', ...both((r) => r.during.latency.p50Ms)),
+    row("slow consumers: readers' p99 before", 'ms', ...both((r) => r.before.latency.p99Ms)),
+    row("slow consumers: readers' p99 while stalled", 'ms', ...both((r) => r.during.latency.p99Ms)),
+    row("slow consumers: readers' share delivered while stalled", '%', ...both((r) => r.during.fraction * 100)),
+    row('slow consumers: server RSS before the stall', 'MiB', ...both((r) => mib(r.rss.beforeBytes))),
+    row('slow consumers: server RSS peak while stalled', 'MiB', ...both((r) => mib(r.rss.peakBytes))),
+    row('slow consumers: server RSS at the end of the stall', 'MiB', ...both((r) => mib(r.rss.endBytes))),
+    row(`slow consumers: stalled clients closed by the server (of ${stalled})`, 'clients', ...both((r) => r.stalled - r.afterResume.open)),
+    row("slow consumers: share of the stall's events the stalled clients got", '%', ...both((r) => r.afterResume.shareOfPublished * 100)),
+    row("slow consumers: stall to the server's last 4408 close", 's', lastClose === undefined ? undefined : lastClose / 1000),
+  ];
+}
+
+/** What the slow-consumer rows mean, and the close codes the stalled clients saw once they read again. */
+function slowConsumerNotes(slow: ScenarioFiles['slowConsumers']): string[] {
+  if (slow === undefined) return [];
+  const seen = slow.results.map((r) => {
+    if ('failed' in r) return `${r.id} failed: ${r.failed}`;
+    const codes = Object.entries(r.afterResume.closes).map(([code, n]) => `${n}×${code}`);
+    return `${r.label}: ${codes.length === 0 ? 'no close' : codes.join(', ')}, ${r.afterResume.open} still open`;
+  });
+  return [
+    '- Slow consumers: the stalled clients pause their sockets, so TCP backs up into the server once the kernel buffers (about 4 MiB per socket on loopback) are full. ' +
+      `Switchboard (SEND_BUFFER_BYTES ${slow.settings.sendBufferBytes}) closes them with 4408; the bare server buffers up to its maxBackpressure of 16 MiB per socket, ` +
+      'then drops that socket\'s frames without telling it, and never closes.',
+    `- Slow consumers, what the stalled clients saw once they read again: ${seen.join('; ')}. A 4408 close frame queues behind the unread backlog; ` +
+      'a client that reads again only long after the close can find the connection ended without it (1006).',
   ];
 }
 

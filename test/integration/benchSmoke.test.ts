@@ -10,7 +10,7 @@ import type { Row } from '../../bench/runReport.js';
 const RUNNER = fileURLToPath(new URL('../../bench/run.js', import.meta.url));
 const DEADLINE_MS = 90_000;
 
-test('the benchmark harness in --smoke mode measures the ceiling and one pod and writes a side-by-side report', { timeout: DEADLINE_MS + 10_000 }, async () => {
+test('the benchmark harness in --smoke mode measures the ceiling and one pod, with slow consumers, and writes a side-by-side report', { timeout: DEADLINE_MS + 10_000 }, async () => {
   const out = mkdtempSync(join(tmpdir(), 'bench-smoke-'));
   const child = spawn(process.execPath, [RUNNER, '--smoke', `--out=${out}`], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
@@ -30,6 +30,10 @@ test('the benchmark harness in --smoke mode measures the ceiling and one pod and
     assert.ok(p50?.switchboard !== undefined && p50.switchboard > 0 && p50.ceiling !== undefined, `latency measured for both: ${JSON.stringify(p50)}`);
     const held = figure('idle: connections held');
     assert.ok(held?.switchboard !== undefined && held.switchboard > 0 && held.switchboard === held.ceiling, `idle connections held by both: ${JSON.stringify(held)}`);
+    const readersWhileStalled = figure("slow consumers: readers' p99 while stalled");
+    assert.ok(readersWhileStalled?.switchboard !== undefined && readersWhileStalled.ceiling !== undefined, `slow consumers measured for both: ${JSON.stringify(readersWhileStalled)}`);
+    const rssPeak = figure('slow consumers: server RSS peak');
+    assert.ok(rssPeak?.switchboard !== undefined && rssPeak.switchboard > 0, `server memory sampled: ${JSON.stringify(rssPeak)}`);
     assert.match(readFileSync(join(out, 'report.md'), 'utf8'), /\| figure \| Switchboard \| ceiling/);
   } finally {
     clearTimeout(timer);
