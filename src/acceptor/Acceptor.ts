@@ -46,7 +46,10 @@ const HARD_PAYLOAD_FACTOR = 4;
 const MISSED_PONGS_BEFORE_CLOSE = 2;
 const DRAIN_STEP_MS = 50;
 const SLOW_CONSUMER_SWEEP_MS = 100;
+// uWS drops a socket's frames past its hard send limit, the 4408 close frame among them (the client
+// would see 1006), so the limit leaves room for what one sweep interval can bring past the ceiling.
 const BACKPRESSURE_FACTOR = 4;
+const MIN_BACKPRESSURE_HEADROOM_BYTES = 1024 * 1024;
 // Frames a client may send before `ready`; they are replayed in order once it is sent.
 const MAX_EARLY_FRAMES = 16;
 
@@ -72,8 +75,8 @@ export class Acceptor {
       compression: options.compression ? SHARED_COMPRESSOR : DISABLED,
       maxPayloadLength: options.maxFrameBytes * HARD_PAYLOAD_FACTOR,
       // Published frames past this are dropped by uWS for that socket; the sweep closes it with 4408
-      // first unless a burst outruns it, so this bounds a slow client's memory at a small multiple.
-      maxBackpressure: options.limits.sendBufferBytes * BACKPRESSURE_FACTOR,
+      // first unless a burst outruns it, so this bounds a slow client's memory.
+      maxBackpressure: hardSendLimit(options.limits.sendBufferBytes),
       closeOnBackpressureLimit: false,
       idleTimeout: 0,
       sendPingsAutomatically: false,
@@ -295,13 +298,13 @@ export class Acceptor {
 
   /** Delivery is uWS pub/sub, which reports no per-socket back-pressure: look for it here. */
   #sweepSlowConsumers(): void {
-    for (const connection of this.connections.snapshot()) {
+    for (const connection of this.connections.values()) {
       if (connection.overflowing) connection.failSlow();
     }
   }
 
   #sweepHeartbeats(): void {
-    for (const connection of this.connections.snapshot()) {
+    for (const connection of this.connections.values()) {
       if (connection.missedPongs >= MISSED_PONGS_BEFORE_CLOSE) {
         connection.close(CloseCode.PolicyViolation, 'heartbeat-timeout');
         continue;
@@ -382,3 +385,8 @@ const STATUS_LINES: Readonly<Record<number, string>> = {
   500: '500 Internal Server Error',
   503: '503 Service Unavailable',
 };
+
+/** A socket's hard send-buffer limit: a multiple of the ceiling, and at least a megabyte above it. */
+function hardSendLimit(ceilingBytes: number): number {
+  return Math.max(ceilingBytes * BACKPRESSURE_FACTOR, ceilingBytes + MIN_BACKPRESSURE_HEADROOM_BYTES);
+}
