@@ -45,7 +45,6 @@ const LATENCY_SOURCES = ['127.0.0.2', '127.0.0.3'];
 const WARMUP = { rate: 50, durationMs: 400, timeoutMs: 5000 };
 /** After publishing, deliveries may trail; stop waiting once none arrived for QUIET_MS. */
 const DRAIN = { quietMs: 500, maxMs: 3000 };
-const POLL_MS = 100;
 const MIN_RATE = 25;
 
 const { values: flags } = parseArgs({
@@ -61,7 +60,7 @@ const settings = flags.smoke
   ? { firstRate: 50, maxRate: 50, refineSteps: 0, stepMs: 1000, latencyMs: 1000 }
   : flags.quick
     ? { firstRate: 200, maxRate: 800, refineSteps: 0, stepMs: 1000, latencyMs: 2000 }
-    : { firstRate: 50, maxRate: 3200, refineSteps: 2, stepMs: 4000, latencyMs: 10_000 };
+    : { firstRate: 50, maxRate: 3200, refineSteps: 3, stepMs: 4000, latencyMs: 10_000 };
 const { fanoutClients: FANOUT_CLIENTS, latencyClients: LATENCY_CLIENTS, latencyRate: LATENCY_RATE } = flags.smoke ? SMOKE_SHAPE : DEFAULT_SHAPE;
 const OUT_DIR = flags.out ?? fileURLToPath(new URL('../../bench/results/', import.meta.url));
 const bareSource: BareOptions['source'] = flags['bare-source'] === 'core' ? 'core' : 'jetstream';
@@ -211,23 +210,9 @@ async function warmUp(fleet: ClientFleet, tag: string): Promise<void> {
   await fleet.measure(phase);
   const run = await publishPaced(nc, phase, WARMUP.rate, WARMUP.durationMs);
   const expected = run.published * fleet.connected;
-  const delivered = await waitForDeliveries(fleet, expected, { quietMs: WARMUP.timeoutMs, maxMs: WARMUP.timeoutMs });
+  const delivered = await fleet.waitForDeliveries(expected, { quietMs: WARMUP.timeoutMs, maxMs: WARMUP.timeoutMs });
   if (delivered === 0) throw new Error(`no event reached any client within ${WARMUP.timeoutMs} ms: is a pod consuming ${STREAM}?`);
   if (delivered < expected) throw new Error(`warm-up delivered ${delivered} of ${expected} events`);
-}
-
-/** Waits until `expected` deliveries arrived, none arrived for `quietMs`, or `maxMs` passed; answers the count. */
-async function waitForDeliveries(fleet: ClientFleet, expected: number, limits: { quietMs: number; maxMs: number }): Promise<number> {
-  const startedAt = Date.now();
-  let last = -1;
-  let lastChangeAt = startedAt;
-  for (;;) {
-    const { delivered } = await fleet.count();
-    if (delivered >= expected) return delivered;
-    if (delivered !== last) [last, lastChangeAt] = [delivered, Date.now()];
-    if (Date.now() - lastChangeAt >= limits.quietMs || Date.now() - startedAt >= limits.maxMs) return delivered;
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-  }
 }
 
 /**
@@ -286,7 +271,7 @@ async function measureStep({ target, fleet }: Run, phase: string, rate: number, 
   const before = await cpuSnapshot(target);
   const run = await publishPaced(nc, phase, rate, durationMs);
   const expected = run.published * connected;
-  await waitForDeliveries(fleet, expected, DRAIN);
+  await fleet.waitForDeliveries(expected, DRAIN);
   const report = await fleet.report();
   const after = await cpuSnapshot(target);
   const countersAfter = await target.podCounters();
