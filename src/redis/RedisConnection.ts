@@ -62,8 +62,11 @@ export class RedisConnection {
     this.#probe.unref();
   }
 
-  /** Registers a Lua script from a file beside its owner as a command on the commands client. */
-  defineScript(name: string, file: URL, numberOfKeys: number): void {
+  /**
+   * Registers a Lua script from a file beside its owner as a command on the commands client;
+   * without `numberOfKeys` each call passes its key count first.
+   */
+  defineScript(name: string, file: URL, numberOfKeys?: number): void {
     this.commands.defineCommand(name, { numberOfKeys, lua: readFileSync(file, 'utf8') });
   }
 

@@ -16,7 +16,7 @@ import {
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     sessionAcquire(key: string, podId: string, connectionId: string, leaseMs: number, limit: number, podPrefix: string, killPrefix: string): Result<string[], Context>;
-    sessionRenew(key: string, member: string, leaseMs: number, limit: number): Result<number, Context>;
+    sessionRenew(keyCount: number, ...keysMembersLeaseLimit: Array<string | number>): Result<number[], Context>;
     sessionDisconnect(key: string, killPrefix: string): Result<number, Context>;
   }
 }
@@ -41,6 +41,8 @@ const KEY_PREFIX = 'session:';
 const KILL_PREFIX = 'session_kill:';
 const POD_PREFIX = 'pod:';
 const SCAN_BATCH = 500;
+/** Sessions renewed by one script call: a few milliseconds of Redis time at most. */
+const RENEW_BATCH = 200;
 
 /**
  * Sessions in Redis: one sorted set per identity (`session:{c}:{a}:{u}`, `session:admin:{id}`) whose
@@ -62,7 +64,7 @@ export class RedisSessions implements SessionStore {
     private readonly log: Logger,
   ) {
     redis.defineScript('sessionAcquire', new URL('./acquire.lua', import.meta.url), 1);
-    redis.defineScript('sessionRenew', new URL('./renew.lua', import.meta.url), 1);
+    redis.defineScript('sessionRenew', new URL('./renew.lua', import.meta.url));
     redis.defineScript('sessionDisconnect', new URL('./disconnect.lua', import.meta.url), 1);
   }
 
@@ -163,11 +165,15 @@ export class RedisSessions implements SessionStore {
     const sessions = [...this.#local.values()].filter((s) => s.member !== undefined);
     if (sessions.length === 0) return;
     const startedAtMs = Date.now();
+    const batches: LocalSession[][] = [];
+    for (let i = 0; i < sessions.length; i += RENEW_BATCH) batches.push(sessions.slice(i, i + RENEW_BATCH));
     let replies: Array<[Error | null, unknown]> | null;
     try {
       replies = await this.redis.run('session_renew', (r) => {
         const pipeline = r.pipeline();
-        for (const s of sessions) pipeline.sessionRenew(s.key, s.member ?? '', this.lease.leaseMs, this.maxDevices);
+        for (const batch of batches) {
+          pipeline.sessionRenew(batch.length, ...batch.map((s) => s.key), ...batch.map((s) => s.member ?? ''), this.lease.leaseMs, this.maxDevices);
+        }
         return pipeline.exec();
       });
     } catch (err) {
@@ -175,15 +181,18 @@ export class RedisSessions implements SessionStore {
       return;
     }
     let reasserted = 0;
-    sessions.forEach((session, i) => {
-      const [error, status] = replies?.[i] ?? [null, undefined];
-      if (error !== null || typeof status !== 'number') return;
-      if (status === 0) {
-        this.#lose(session, 'replaced');
-        return;
-      }
-      if (status === 2) reasserted++;
-      session.leaseUntilMs = startedAtMs + this.lease.leaseMs;
+    batches.forEach((batch, b) => {
+      const [error, statuses] = replies?.[b] ?? [null, undefined];
+      if (error !== null || !Array.isArray(statuses)) return;
+      batch.forEach((session, i) => {
+        const status: unknown = statuses[i];
+        if (status === 0) {
+          this.#lose(session, 'replaced');
+          return;
+        }
+        if (status === 2) reasserted++;
+        if (status === 1 || status === 2) session.leaseUntilMs = startedAtMs + this.lease.leaseMs;
+      });
     });
     if (reasserted > 0) this.log.info({ sessions: reasserted }, 're-asserted sessions Redis had lost');
   }

@@ -1,22 +1,34 @@
--- Extends a session's lease while this connection still holds it; re-asserts it after Redis lost it.
--- KEYS[1]  session key (sorted set: member -> lease expiry, ms on the Redis clock)
--- ARGV[1]  the member acquire.lua returned
--- ARGV[2]  lease in ms
--- ARGV[3]  how many live connections the identity may have (1 = exclusive)
--- Returns 1 renewed, 2 re-asserted (the member was gone but there is room, e.g. after a restart
--- or FLUSHALL), 0 lost (others hold every place: the caller must close its connection).
-local key = KEYS[1]
+-- Extends the leases of a batch of sessions while their connections still hold them, and
+-- re-asserts the ones Redis lost. One call renews a few hundred: a call per session made each
+-- renewal period cost the pod more memory churn than holding the sessions did.
+-- KEYS[i]           session key i (sorted set: member -> lease expiry, ms on the Redis clock)
+-- ARGV[i]           the member acquire.lua returned for KEYS[i]
+-- ARGV[#KEYS + 1]   lease in ms
+-- ARGV[#KEYS + 2]   how many live connections an identity may have (1 = exclusive)
+-- Returns, for each key in order: 1 renewed, 2 re-asserted (the member was gone but there is room,
+-- e.g. after a restart or FLUSHALL), 0 lost (others hold every place: the caller must close it).
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local expiry = now + tonumber(ARGV[2])
-local status = 1
-if redis.call('ZSCORE', key, ARGV[1]) == false then
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  if redis.call('ZCARD', key) >= tonumber(ARGV[3]) then
-    return 0
+local count = #KEYS
+local expiry = now + tonumber(ARGV[count + 1])
+local limit = tonumber(ARGV[count + 2])
+local statuses = {}
+for i = 1, count do
+  local key = KEYS[i]
+  local member = ARGV[i]
+  local status = 1
+  if redis.call('ZSCORE', key, member) == false then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    if redis.call('ZCARD', key) >= limit then
+      status = 0
+    else
+      status = 2
+    end
   end
-  status = 2
+  if status ~= 0 then
+    redis.call('ZADD', key, expiry, member)
+    redis.call('PEXPIREAT', key, tonumber(redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')[2]))
+  end
+  statuses[i] = status
 end
-redis.call('ZADD', key, expiry, ARGV[1])
-redis.call('PEXPIREAT', key, tonumber(redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')[2]))
-return status
+return statuses
