@@ -25,6 +25,7 @@ export class RedisConnection {
   readonly subscriber: Redis;
   #healthy = false;
   #probe: NodeJS.Timeout | undefined;
+  #corked = false;
 
   constructor(
     private readonly options: RedisOptions,
@@ -69,6 +70,7 @@ export class RedisConnection {
 
   /** Runs one operation, timing it; any Redis failure becomes ServiceUnavailable. */
   async run<T>(op: string, operation: (redis: Redis) => Promise<T>): Promise<T> {
+    this.#coalesceWrites();
     const stop = this.metrics.redisOpDuration.startTimer({ op });
     try {
       const result = await operation(this.commands);
@@ -88,6 +90,24 @@ export class RedisConnection {
     clearInterval(this.#probe);
     this.#setHealthy(false);
     await Promise.allSettled([quit(this.commands), quit(this.subscriber)]);
+  }
+
+  /**
+   * Holds back socket writes until the current run of JavaScript (its promise continuations
+   * included) is over, so the commands it issues leave in one write: a connect's or a close's
+   * commands, and those of every handshake handled in the same turn, cost one system call.
+   */
+  #coalesceWrites(): void {
+    // The stream exists only once the client connected, and is replaced on every reconnect.
+    const stream: Redis['stream'] | undefined = this.commands.stream;
+    if (this.#corked || stream === undefined) return;
+    this.#corked = true;
+    stream.cork();
+    // nextTick callbacks run only once the microtask queue is empty, so this is after every continuation.
+    process.nextTick(() => {
+      this.#corked = false;
+      stream.uncork();
+    });
   }
 
   async #checkHealth(): Promise<void> {
