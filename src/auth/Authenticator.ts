@@ -48,7 +48,8 @@ export class Authenticator {
     const result = this.#verify(kind, presented, nowMs);
     if (result.ok) {
       const ttlMs = Math.min(this.cacheTtlMs, result.token.claims.expiresAtMs - nowMs);
-      if (ttlMs > 0) await this.cache.set(digest, result.token, ttlMs);
+      // Not awaited: the cache only saves later work, and its write then leaves with the session's commands.
+      if (ttlMs > 0) void this.cache.set(digest, result.token, ttlMs);
     }
     return result;
   }
