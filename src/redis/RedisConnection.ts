@@ -104,7 +104,7 @@ export class RedisConnection {
     this.#corked = true;
     stream.cork();
     // nextTick callbacks run only once the microtask queue is empty, so this is after every continuation.
-    process.nextTick(() => {
+    setImmediate(() => {
       this.#corked = false;
       stream.uncork();
     });
