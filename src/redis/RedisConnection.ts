@@ -93,9 +93,9 @@ export class RedisConnection {
   }
 
   /**
-   * Holds back socket writes until the current run of JavaScript (its promise continuations
-   * included) is over, so the commands it issues leave in one write: a connect's or a close's
-   * commands, and those of every handshake handled in the same turn, cost one system call.
+   * Holds back socket writes until this turn of the event loop has handled all its I/O, so the
+   * commands issued meanwhile leave in one write: a connect's or a close's commands, and those of
+   * every other handshake handled in the same turn, cost one system call between them.
    */
   #coalesceWrites(): void {
     // The stream exists only once the client connected, and is replaced on every reconnect.
@@ -103,7 +103,7 @@ export class RedisConnection {
     if (this.#corked || stream === undefined) return;
     this.#corked = true;
     stream.cork();
-    // nextTick callbacks run only once the microtask queue is empty, so this is after every continuation.
+    // Immediates run right after the turn's I/O callbacks (and their promise continuations).
     setImmediate(() => {
       this.#corked = false;
       stream.uncork();
