@@ -68,7 +68,7 @@ export class Acceptor {
     private readonly options: AcceptorOptions,
     private readonly deps: AcceptorDeps,
   ) {
-    this.#admission = new Admission(deps.authenticator, deps.sessions, options.limits, deps.metrics);
+    this.#admission = new Admission(deps.authenticator, deps.sessions, deps.routes, options.limits, deps.metrics);
     const { tls } = options;
     this.#app = tls.certFile === '' ? uWS.App() : uWS.SSLApp({ cert_file_name: tls.certFile, key_file_name: tls.keyFile });
     const behavior = {
@@ -176,7 +176,7 @@ export class Acceptor {
       outcome = { rejection: new GatewayError('InternalServerError', 'internal error') };
     }
     if (data.closed) {
-      if ('connection' in outcome) void this.#releaseSession(outcome.connection);
+      if ('connection' in outcome) this.#releaseHoldings(outcome.connection);
       return;
     }
     if ('rejection' in outcome) {
@@ -190,18 +190,8 @@ export class Acceptor {
     }
     const { connection } = outcome;
     data.connection = connection;
+    // A revoke that came during the handshake closes the connection here.
     connection.attach(ws);
-    const route: Route =
-      connection.identity.kind === 'user'
-        ? { kind: 'agent', companyId: connection.identity.companyId, agentId: connection.identity.agentId }
-        : { kind: 'admins' };
-    try {
-      await this.#holdRoute(connection, route);
-    } catch (err) {
-      this.#log(connection).error({ err }, 'could not register the route; closing');
-      connection.fail(new GatewayError('ServiceUnavailable', 'could not register the connection; connect again'));
-      return;
-    }
     if (connection.closed) return;
     // Indexed only now, so no event can reach the client before `ready`.
     this.connections.add(connection);
@@ -292,6 +282,11 @@ export class Acceptor {
       if (connection.ready) metrics.connectionDuration.observe({ type: connection.type }, (Date.now() - connection.openedAtMs) / 1000);
     }
     if (connection.revoked === 'replaced') metrics.sessionReplacements.inc({ type: connection.type });
+    this.#releaseHoldings(connection);
+  }
+
+  /** Gives back the connection's routes and session; their Redis commands leave together. */
+  #releaseHoldings(connection: Connection): void {
     for (const route of [...connection.heldRoutes]) this.#dropRoute(connection, route);
     void this.#releaseSession(connection);
   }

@@ -3,6 +3,7 @@ import type { AuthResult, Authenticator } from '../auth/Authenticator.js';
 import type { VerifiedToken } from '../auth/TokenCache.js';
 import { GatewayError, type ErrorCode } from '../errors.js';
 import type { AuthStage, Metrics } from '../metrics.js';
+import type { Route, RouteRegistry } from '../routes/RouteRegistry.js';
 import { isValidIdentifier, type Identity, type SessionStore } from '../sessions/SessionStore.js';
 import { Connection, type ConnectionLimits } from './Connection.js';
 import type { HandshakeRequest } from './handshake.js';
@@ -10,11 +11,12 @@ import type { HandshakeRequest } from './handshake.js';
 /** A handshake's outcome: an admitted connection holding its session, or why it was refused. */
 export type Admitted = { readonly connection: Connection } | { readonly rejection: GatewayError };
 
-/** Who may connect: path, API key, token, path match, then the session. */
+/** Who may connect: path, API key, token, path match; then what it holds: its session and its route. */
 export class Admission {
   constructor(
     private readonly authenticator: Authenticator,
     private readonly sessions: SessionStore,
+    private readonly routes: RouteRegistry,
     private readonly limits: ConnectionLimits,
     private readonly metrics: Metrics,
   ) {}
@@ -25,7 +27,10 @@ export class Admission {
     return result instanceof GatewayError ? result : undefined;
   }
 
-  /** The whole handshake: credentials (through the token cache), then the session. */
+  /**
+   * The whole handshake: credentials (through the token cache), then the session and the route
+   * of the connection's agent (or of admins). An admitted connection holds both; a refused one neither.
+   */
   async admit(request: HandshakeRequest, nowMs: number): Promise<Admitted> {
     const badPath = this.#checkPath(request);
     if (badPath !== undefined) return { rejection: badPath };
@@ -40,13 +45,18 @@ export class Admission {
       this.limits,
       () => this.metrics.slowConsumerCloses.inc(),
     );
-    try {
-      connection.lease = await this.sessions.acquire(connection.identity, connection);
-    } catch (err) {
-      if (err instanceof GatewayError) return { rejection: err };
-      throw err;
-    }
-    return { connection };
+    const route = routeOf(connection.identity);
+    connection.heldRoutes.push(route);
+    // Independent keys, so both are asked for at once: one round trip to the engine, not two.
+    const [session, routed] = await Promise.allSettled([this.sessions.acquire(connection.identity, connection), this.routes.retain(route)]);
+    if (session.status === 'fulfilled') connection.lease = session.value;
+    if (session.status === 'fulfilled' && routed.status === 'fulfilled') return { connection };
+    connection.heldRoutes.length = 0;
+    await Promise.allSettled([this.routes.release(route), connection.lease?.release()]);
+    connection.lease = undefined;
+    const err: unknown = session.status === 'rejected' ? session.reason : routed.status === 'rejected' ? routed.reason : undefined;
+    if (err instanceof GatewayError) return { rejection: err };
+    throw err;
   }
 
   #checkPath(request: HandshakeRequest): GatewayError | undefined {
@@ -67,6 +77,11 @@ export class Admission {
     this.metrics.authFailures.inc({ stage, token_type: request.kind });
     return new GatewayError(code, message);
   }
+}
+
+/** The route every connection of this identity needs before it may be `ready`. */
+function routeOf(identity: Identity): Route {
+  return identity.kind === 'user' ? { kind: 'agent', companyId: identity.companyId, agentId: identity.agentId } : { kind: 'admins' };
 }
 
 function identityOf(token: VerifiedToken): Identity {

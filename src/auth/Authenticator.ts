@@ -36,19 +36,26 @@ export class Authenticator {
     return timingSafeEqual(sha256(presented), this.#apiKeyDigests[kind]);
   }
 
-  /** Checks the API key, then the token (from the cache when it was verified recently). */
+  /**
+   * Checks the API key, then the token: accepted when it verifies here or when it was verified
+   * recently (on any pod) and is in the cache. Verifying (AES-GCM, a few microseconds) costs far
+   * less than a cache read, so the cache is read only when verification fails: the outcome is the
+   * same as reading it first, and a valid token costs no round trip of its own.
+   */
   async authenticate(kind: TokenKind, apiKey: string | undefined, token: string | undefined, nowMs: number): Promise<AuthResult> {
     const presented = this.#presentedToken(kind, apiKey, token);
     if (typeof presented !== 'string') return presented;
     const digest = sha256(presented).toString('hex');
-    const cached = await this.cache.get(digest);
-    if (cached !== undefined && cached.kind === kind && cached.claims.expiresAtMs > nowMs) {
-      return { ok: true, token: cached };
-    }
     const result = this.#verify(kind, presented, nowMs);
     if (result.ok) {
       const ttlMs = Math.min(this.cacheTtlMs, result.token.claims.expiresAtMs - nowMs);
-      if (ttlMs > 0) await this.cache.set(digest, result.token, ttlMs);
+      // Not awaited: the cache only saves later work, and its write then leaves with the session's commands.
+      if (ttlMs > 0) void this.cache.set(digest, result.token, ttlMs);
+      return result;
+    }
+    const cached = await this.cache.get(digest);
+    if (cached !== undefined && cached.kind === kind && cached.claims.expiresAtMs > nowMs) {
+      return { ok: true, token: cached };
     }
     return result;
   }

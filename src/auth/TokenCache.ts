@@ -8,5 +8,6 @@ export type VerifiedToken =
 /** Verified tokens by the sha256 of the raw token; the raw token is never stored. */
 export interface TokenCache {
   get(digest: string): Promise<VerifiedToken | undefined>;
+  /** Never rejects: a write that cannot be made is dropped (the cache only saves work). */
   set(digest: string, token: VerifiedToken, ttlMs: number): Promise<void>;
 }

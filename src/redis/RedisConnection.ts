@@ -25,6 +25,7 @@ export class RedisConnection {
   readonly subscriber: Redis;
   #healthy = false;
   #probe: NodeJS.Timeout | undefined;
+  #corked = false;
 
   constructor(
     private readonly options: RedisOptions,
@@ -72,6 +73,7 @@ export class RedisConnection {
 
   /** Runs one operation, timing it; any Redis failure becomes ServiceUnavailable. */
   async run<T>(op: string, operation: (redis: Redis) => Promise<T>): Promise<T> {
+    this.#coalesceWrites();
     const stop = this.metrics.redisOpDuration.startTimer({ op });
     try {
       const result = await operation(this.commands);
@@ -91,6 +93,24 @@ export class RedisConnection {
     clearInterval(this.#probe);
     this.#setHealthy(false);
     await Promise.allSettled([quit(this.commands), quit(this.subscriber)]);
+  }
+
+  /**
+   * Holds back socket writes until this turn of the event loop has handled all its I/O, so the
+   * commands issued meanwhile leave in one write: a connect's or a close's commands, and those of
+   * every other handshake handled in the same turn, cost one system call between them.
+   */
+  #coalesceWrites(): void {
+    // The stream exists only once the client connected, and is replaced on every reconnect.
+    const stream: Redis['stream'] | undefined = this.commands.stream;
+    if (this.#corked || stream === undefined) return;
+    this.#corked = true;
+    stream.cork();
+    // Immediates run right after the turn's I/O callbacks (and their promise continuations).
+    setImmediate(() => {
+      this.#corked = false;
+      stream.uncork();
+    });
   }
 
   async #checkHealth(): Promise<void> {
