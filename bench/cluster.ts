@@ -1,6 +1,8 @@
 // Cluster benchmark (issue: Redis coordination): for three pods on one Redis, measures
-// authenticated connects/s per pod (session lock + route + token cache) and cross-pod takeover
-// latency. Run with `npm run bench:cluster`; figures go to stdout and bench/results/cluster.json.
+// authenticated connects/s per pod (session lock + route + token cache) with the load spread over
+// all three, then with all of it on one pod (the other two idle in the cluster: on this 2-core
+// machine that is the only way a pod gets most of a core), and cross-pod takeover latency.
+// Run with `npm run bench:cluster`; figures go to stdout and bench/results/cluster.json.
 import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -29,8 +31,9 @@ const nodeArgs = (process.env['BENCH_NODE_ARGS'] ?? '').split(' ').filter((arg) 
 const pods = await Promise.all([0, 1, 2].map(() => startGateway(env, keys, [], nodeArgs)));
 try {
   const connects = await measureConnects(pods);
+  const onePod = await measureConnects(pods.slice(0, 1));
   const takeover = local ? undefined : await measureTakeover(pods);
-  const results = { machine: machine(), pods: pods.length, connects, takeover };
+  const results = { machine: machine(), pods: pods.length, connects, onePod, takeover };
   mkdirSync(fileURLToPath(new URL('../../bench/results/', import.meta.url)), { recursive: true });
   writeFileSync(fileURLToPath(new URL('../../bench/results/cluster.json', import.meta.url)), `${JSON.stringify(results, null, 2)}\n`);
   process.stdout.write(
@@ -39,6 +42,8 @@ try {
       `          pod CPU ${connects.podCpuPercent.map((p) => `${p.toFixed(0)}%`).join(' / ')}, ${connects.podCpuMsPerConnect.map((ms) => ms.toFixed(3)).join(' / ')} ms per connect` +
         ` (so ${connects.podCpuMsPerConnect.map((ms) => (1000 / ms).toFixed(0)).join(' / ')} connects/s per pod-core); Redis CPU ${connects.redisCpuPercent.toFixed(0)}%`,
       `          generator CPU ${connects.generatorCpuPercent.toFixed(0)}% of one core over ${WORKERS} processes`,
+      `one pod taking every connect: ${onePod.totalPerSecond.toFixed(0)}/s (${onePod.refused} refused), pod CPU ${(onePod.podCpuPercent[0] ?? 0).toFixed(0)}%,` +
+        ` ${(onePod.podCpuMsPerConnect[0] ?? 0).toFixed(3)} ms per connect; Redis CPU ${onePod.redisCpuPercent.toFixed(0)}%; generator CPU ${onePod.generatorCpuPercent.toFixed(0)}%`,
       takeover === undefined
         ? 'takeover: not measured (BENCH_LOCAL=1: pods share no sessions)'
         : `takeover: p50 ${takeover.p50Ms.toFixed(2)} ms, p99 ${takeover.p99Ms.toFixed(2)} ms, max ${takeover.maxMs.toFixed(2)} ms over ${takeover.rounds} rounds`,

@@ -14,6 +14,8 @@ export interface ScenarioFiles {
   cluster?: {
     readonly pods: number;
     readonly connects: { readonly perPodPerSecond: readonly number[]; readonly podCpuMsPerConnect: readonly number[] };
+    /** The same load on one pod of the three (absent in results from before it was measured). */
+    readonly onePod?: { readonly totalPerSecond: number; readonly podCpuMsPerConnect: readonly number[]; readonly podCpuPercent: readonly number[] };
     readonly takeover: { readonly rounds: number; readonly p50Ms: number; readonly p99Ms: number };
   };
   idle?: { readonly openFilesLimit: number; readonly wanted: number; readonly connections: number; readonly results: ReadonlyArray<IdleResult | { readonly id: string; readonly failed: string }> };
@@ -158,6 +160,12 @@ function clusterRows(cluster: ScenarioFiles['cluster']): Row[] {
   return [
     row(`connect storm: authenticated connects/s per pod (${cluster.pods} pods, one Redis)`, 'connects/s', mean(cluster.connects.perPodPerSecond)),
     row('connect storm: pod CPU per connect', 'ms', mean(cluster.connects.podCpuMsPerConnect)),
+    ...(cluster.onePod === undefined
+      ? []
+      : [
+          row('connect storm: connects/s on one pod taking every connect (the other two idle)', 'connects/s', cluster.onePod.totalPerSecond),
+          row('connect storm: that pod\'s CPU (100% = one core)', '%', cluster.onePod.podCpuPercent[0]),
+        ]),
     row(`takeover across pods p50 (${cluster.takeover.rounds} rounds)`, 'ms', cluster.takeover.p50Ms),
     row('takeover across pods p99', 'ms', cluster.takeover.p99Ms),
   ];
