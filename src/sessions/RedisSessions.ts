@@ -27,14 +27,23 @@ export interface LeaseOptions {
   readonly renewIntervalMs: number;
 }
 
-interface LocalSession {
-  readonly key: string;
-  readonly identity: Identity;
-  readonly holder: SessionHolder;
+/** A session this pod holds; it is also the lease handed to the connection, so a connection costs one object here. */
+class LocalSession implements SessionLease {
   /** Set once acquire.lua answered; renewal and release need it. */
-  member: string | undefined;
-  /** Past this the lease may have lapsed in Redis, so the connection must go (1012). */
-  leaseUntilMs: number;
+  member: string | undefined = undefined;
+
+  constructor(
+    readonly key: string,
+    readonly identity: Identity,
+    readonly holder: SessionHolder,
+    /** Past this the lease may have lapsed in Redis, so the connection must go (1012). */
+    public leaseUntilMs: number,
+    private readonly releaseById: (connectionId: string) => Promise<void>,
+  ) {}
+
+  release(): Promise<void> {
+    return this.releaseById(this.holder.connectionId);
+  }
 }
 
 const KEY_PREFIX = 'session:';
@@ -52,6 +61,7 @@ const RENEW_BATCH = 200;
  */
 export class RedisSessions implements SessionStore {
   readonly #local = new Map<string, LocalSession>();
+  readonly #releaseById = (connectionId: string) => this.#release(connectionId);
   #renewTimer: NodeJS.Timeout | undefined;
   #sweepTimer: NodeJS.Timeout | undefined;
 
@@ -87,7 +97,7 @@ export class RedisSessions implements SessionStore {
       throw new GatewayError('ServiceUnavailable', 'the coordination store is unreachable; try again later');
     }
     const key = sessionKey(identity);
-    const session: LocalSession = { key, identity, holder, member: undefined, leaseUntilMs: Date.now() + this.lease.leaseMs };
+    const session = new LocalSession(key, identity, holder, Date.now() + this.lease.leaseMs, this.#releaseById);
     // Registered before the script runs: a kill for this connection may arrive before the reply does.
     this.#local.set(holder.connectionId, session);
     let reply: string[];
@@ -104,7 +114,7 @@ export class RedisSessions implements SessionStore {
     session.member = member;
     this.metrics.sessionAcquisitions.inc({ result: 'acquired' });
     if (evicted.length > 0) this.metrics.sessionTakeovers.inc(evicted.length);
-    return { release: () => this.#release(holder.connectionId) };
+    return session;
   }
 
   async disconnect(identity: Identity): Promise<boolean> {
