@@ -21,12 +21,9 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { randomKeys } from '../test/support/gateway.js';
-import { NatsServer } from '../test/support/nats.js';
-import { RedisServer } from '../test/support/redis.js';
+import { startInfra, StartedProcesses } from './benchProcesses.js';
 import { ClientFleet } from './clientFleet.js';
-import { STREAM, STREAM_SUBJECTS } from './fanoutProtocol.js';
-import { startBare, startOnePod, startSocketIo, type FanoutTarget, type Infra } from './fanoutTargets.js';
+import { startBare, startOnePod, startSocketIo, type FanoutTarget } from './fanoutTargets.js';
 import { residentBytes } from './processMemory.js';
 
 const TARGET_CONNECTIONS = 100_000;
@@ -75,24 +72,10 @@ for (const id of chosen) {
   if (!TARGET_IDS.includes(id)) throw new Error(`unknown target ${id}: use ${TARGET_IDS.join(', ')}`);
 }
 
-const running: Array<{ stop(): Promise<unknown> }> = [];
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
-    process.stderr.write(`\n${signal}: stopping every process this benchmark started\n`);
-    void Promise.allSettled(running.reverse().map((thing) => thing.stop())).then(() => process.exit(130));
-  });
-}
-
-const redis = await RedisServer.start();
-running.push(redis);
-const nats = await NatsServer.start();
-running.push(nats);
+const started = new StartedProcesses();
+const { infra, nc } = await startInfra(started);
 const results: Array<IdleResult | { id: TargetId; label: string; failed: string }> = [];
 try {
-  const nc = await nats.client();
-  const jsm = await nc.jetstreamManager();
-  await jsm.streams.add({ name: STREAM, subjects: [STREAM_SUBJECTS] }).catch(() => undefined);
-  const infra: Infra = { redisUrl: redis.url, natsUrl: nats.url, jsm, keys: randomKeys(), podNodeArgs: [] };
   const starters: Record<TargetId, { label: string; start: () => Promise<FanoutTarget> }> = {
     switchboard: { label: 'Switchboard, one pod (Redis)', start: () => startOnePod(infra, 'idle') },
     bare: { label: 'bare uWS', start: () => startBare(infra, { source: 'jetstream', mode: 'publish' }) },
@@ -118,12 +101,12 @@ try {
   writeFileSync(join(outDir, 'idle.json'), `${JSON.stringify(json, null, 2)}\n`);
   process.stdout.write(render(json));
 } finally {
-  await Promise.allSettled(running.reverse().map((thing) => thing.stop()));
+  await started.stopAll();
 }
 
 async function measure(id: TargetId, label: string, start: () => Promise<FanoutTarget>): Promise<IdleResult> {
   const target = await start();
-  running.push(target);
+  started.track(target);
   try {
     const pid = Object.values(target.serverPids())[0];
     if (pid === undefined) throw new Error('server has no pid');
@@ -162,8 +145,7 @@ async function measure(id: TargetId, label: string, start: () => Promise<FanoutT
       await Promise.all(fleets.map((fleet) => fleet.close()));
     }
   } finally {
-    running.splice(running.indexOf(target), 1);
-    await target.stop();
+    await started.release(target);
   }
 }
 

@@ -19,12 +19,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { NatsConnection } from 'nats';
-import { randomKeys } from '../test/support/gateway.js';
-import { NatsServer } from '../test/support/nats.js';
-import { RedisServer } from '../test/support/redis.js';
+import { startInfra, StartedProcesses } from './benchProcesses.js';
 import { ClientFleet } from './clientFleet.js';
-import { STREAM, STREAM_SUBJECTS, type StalledCounts } from './fanoutProtocol.js';
-import { startBare, startOnePod, type FanoutTarget, type Infra } from './fanoutTargets.js';
+import type { StalledCounts } from './fanoutProtocol.js';
+import { startBare, startOnePod, type FanoutTarget } from './fanoutTargets.js';
 import type { LatencySummary } from './latencyHistogram.js';
 import { publishPaced } from './pacedPublisher.js';
 import { cpuSecondsOf } from './processCpu.js';
@@ -101,24 +99,10 @@ for (const id of chosen) {
   if (!TARGET_IDS.includes(id)) throw new Error(`unknown target ${id}: use ${TARGET_IDS.join(', ')}`);
 }
 
-const running: Array<{ stop(): Promise<unknown> }> = [];
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
-    process.stderr.write(`\n${signal}: stopping every process this benchmark started\n`);
-    void Promise.allSettled(running.reverse().map((thing) => thing.stop())).then(() => process.exit(130));
-  });
-}
-
-const redis = await RedisServer.start();
-running.push(redis);
-const nats = await NatsServer.start();
-running.push(nats);
+const started = new StartedProcesses();
+const { infra, nc } = await startInfra(started);
 const results: Array<SlowConsumerResult | { id: TargetId; label: string; failed: string }> = [];
 try {
-  const nc = await nats.client();
-  const jsm = await nc.jetstreamManager();
-  await jsm.streams.add({ name: STREAM, subjects: [STREAM_SUBJECTS] }).catch(() => undefined);
-  const infra: Infra = { redisUrl: redis.url, natsUrl: nats.url, jsm, keys: randomKeys(), podNodeArgs: [] };
   const starters: Record<TargetId, { label: string; start: () => Promise<FanoutTarget> }> = {
     switchboard: { label: `Switchboard, one pod (SEND_BUFFER_BYTES ${SEND_BUFFER_BYTES})`, start: () => startOnePod(infra, 'slow', { SEND_BUFFER_BYTES: String(SEND_BUFFER_BYTES) }) },
     bare: { label: 'bare uWS (maxBackpressure 16 MiB, no close)', start: () => startBare(infra, { source: 'jetstream', mode: 'publish' }) },
@@ -144,12 +128,12 @@ try {
   writeFileSync(join(outDir, 'slow-consumers.json'), `${JSON.stringify(json, null, 2)}\n`);
   process.stdout.write(render(results));
 } finally {
-  await Promise.allSettled(running.reverse().map((thing) => thing.stop()));
+  await started.stopAll();
 }
 
 async function measure(nc: NatsConnection, id: TargetId, label: string, start: () => Promise<FanoutTarget>): Promise<SlowConsumerResult> {
   const target = await start();
-  running.push(target);
+  started.track(target);
   let fleet: ClientFleet | undefined;
   try {
     const pid = Object.values(target.serverPids())[0];
@@ -180,8 +164,7 @@ async function measure(nc: NatsConnection, id: TargetId, label: string, start: (
     };
   } finally {
     await fleet?.close();
-    running.splice(running.indexOf(target), 1);
-    await target.stop();
+    await started.release(target);
   }
 }
 
