@@ -18,6 +18,7 @@ export class Metrics {
   readonly eventsIn: Counter<'source'>;
   readonly eventsFannedOut: Counter<'outcome'>;
   readonly eventsRejected: Counter<'reason'>;
+  readonly routeCopyMisses: Counter;
   readonly eventDeliveryLatency: Histogram;
   readonly slowConsumerCloses: Counter;
   readonly rateLimitHits: Counter;
@@ -84,6 +85,11 @@ export class Metrics {
       name: `${prefix}events_rejected_total`,
       help: 'Events refused before dispatch (malformed subject or payload), by reason.',
       labelNames: ['reason'],
+      registers,
+    });
+    this.routeCopyMisses = new Counter({
+      name: `${prefix}route_copy_misses_total`,
+      help: 'Events delivered from a remembered copy of their route that turned out stale before the ack, and were looked up again.',
       registers,
     });
     this.eventDeliveryLatency = new Histogram({

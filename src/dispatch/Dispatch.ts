@@ -72,27 +72,47 @@ export class Dispatch {
       this.log.warn({ request_id: event.requestId, subject: event.subject, reason: check.message }, 'event refused');
       return 'rejected';
     }
-    const owners = await this.deps.routes.owners(routeFor(check.target));
-    if (owners.length === 0) {
+    const route = routeFor(check.target);
+    const served = await this.#alreadyServed(event);
+    // A redelivery always asks Redis: it is being retried because something changed.
+    const remembered = event.delivery?.redelivered === true ? undefined : this.deps.routes.remembered?.(route);
+    if (remembered === undefined) return this.#settle(event, await this.#deliverTo(check.target, event, await this.deps.routes.owners(route), served));
+    // Delivered from the pod's copy of the owners at once; confirmed (or completed) before the ack.
+    const first = await this.#deliverTo(check.target, event, remembered.owners, served);
+    if (await remembered.confirm()) return this.#settle(event, first);
+    this.metrics.routeCopyMisses.inc();
+    const owners = await this.deps.routes.owners(route);
+    const missed = owners.filter((pod) => !remembered.owners.includes(pod));
+    const second = await this.#deliverTo(check.target, event, missed, served);
+    return this.#settle(event, { owners: first.owners + second.owners, reached: [...first.reached, ...second.reached], complete: first.complete && second.complete });
+  };
+
+  /** Writes to this pod's connections if it is an owner and pushes to the other owners not yet served. */
+  async #deliverTo(target: EventTarget, event: InboundEvent, owners: readonly string[], served: ReadonlySet<string>): Promise<Attempt> {
+    const pending = owners.filter((pod) => !served.has(pod));
+    const reached: string[] = [];
+    if (pending.includes(this.deps.podId)) {
+      this.#deliverLocally(target, event);
+      reached.push(this.deps.podId);
+    }
+    const remote = pending.filter((pod) => pod !== this.deps.podId);
+    if (remote.length === 0) return { owners: owners.length, reached, complete: true };
+    const forwarded = await this.#forward(remote, event);
+    reached.push(...forwarded);
+    return { owners: owners.length, reached, complete: forwarded.length === remote.length };
+  }
+
+  /** `delivered` once every owner has the event; otherwise remembers who has it and asks for a retry. */
+  async #settle(event: InboundEvent, attempt: Attempt): Promise<DispatchOutcome> {
+    if (attempt.owners === 0) {
       this.metrics.eventsFannedOut.inc({ outcome: 'dropped' });
       this.log.debug({ request_id: event.requestId, subject: event.subject }, 'no connection wants this event');
       return 'delivered';
     }
-    const served = await this.#alreadyServed(event);
-    const pending = owners.filter((pod) => !served.has(pod));
-    const reached: string[] = [];
-    if (pending.includes(this.deps.podId)) {
-      this.#deliverLocally(check.target, event);
-      reached.push(this.deps.podId);
-    }
-    const remote = pending.filter((pod) => pod !== this.deps.podId);
-    if (remote.length === 0) return 'delivered';
-    const forwarded = await this.#forward(remote, event);
-    reached.push(...forwarded);
-    if (forwarded.length === remote.length) return 'delivered';
-    await this.#remember(event, reached);
+    if (attempt.complete) return 'delivered';
+    await this.#remember(event, attempt.reached);
     return 'retry';
-  };
+  }
 
   /** Handles events pushed by a peer: local connections only. Answers how many connections got each. */
   deliverFromPeer(events: readonly InboundEvent[]): number[] {
@@ -164,6 +184,16 @@ export class Dispatch {
       this.log.warn({ err, request_id: event.requestId }, 'could not record which owners have the event; a retry may repeat it');
     }
   }
+}
+
+/** One pass of delivering an event to a set of owners. */
+interface Attempt {
+  /** How many owners the pass was given (served or not). */
+  readonly owners: number;
+  /** The pods that have the event after it. */
+  readonly reached: readonly string[];
+  /** Every owner not served before has it now. */
+  readonly complete: boolean;
 }
 
 /** How many delivery keys a pod remembers: comfortably more than the events retried within a nak delay. */

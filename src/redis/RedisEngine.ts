@@ -50,7 +50,7 @@ export class RedisEngine implements Engine {
     await this.#connection.start();
     await this.pods.start();
     await this.sessions.start();
-    this.routes.start();
+    await this.routes.start();
   }
 
   async stop(): Promise<void> {

@@ -4,16 +4,31 @@ import type { Metrics } from '../metrics.js';
 import type { RedisConnection } from '../redis/RedisConnection.js';
 import type { LeaseOptions } from '../sessions/RedisSessions.js';
 import { POD_PREFIX } from './RedisPods.js';
-import { routeKey, type Route, type RouteRegistry } from './RouteRegistry.js';
+import { routeKey, type RememberedOwners, type Route, type RouteRegistry } from './RouteRegistry.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    routeOwners(key: string, podPrefix: string): Result<string[], Context>;
-    routeAdd(key: string, podId: string, leaseMs: number): Result<number, Context>;
+    routeOwners(key: string, podPrefix: string, changeChannel: string): Result<string[], Context>;
+    routeAdd(key: string, podId: string, leaseMs: number, changeChannel: string): Result<number, Context>;
+    routeRemove(key: string, podId: string, changeChannel: string): Result<number, Context>;
   }
 }
 
 const KEY_PREFIX = 'route:';
+/** Every change of a route's pods is announced here (the route key), so pods can keep copies. */
+export const ROUTE_CHANGES_CHANNEL = 'route_changes';
+/** Confirmations wait this long to share one PING: an ack waits at most this much longer. */
+const CONFIRM_COALESCE_MS = 2;
+/** Past this many remembered changes the record restarts (and every copy with it). */
+const MAX_CHANGES_TRACKED = 10_000;
+
+/** A copy of a route's owners, and what was known when the lookup that made it was sent. */
+interface OwnersCopy {
+  readonly owners: readonly string[];
+  /** The change count when the lookup was sent: a later change to the route makes the copy suspect. */
+  readonly changesAtLookup: number;
+  readonly epoch: number;
+}
 
 interface HeldRoute {
   count: number;
@@ -25,9 +40,25 @@ interface HeldRoute {
  * Routes in Redis: `route:{c}:{a}:chats`, `route:{c}:{a}:messages:{chat}` and `route:admins` are sets of
  * pod ids. The pod counts its interested connections and touches Redis only on the first and the
  * last; it refreshes the entries it holds every renewal period, so they come back after a flush.
+ *
+ * Every change to a route's pods is announced on `route_changes`, and the pod keeps a copy of the
+ * owners it looked up until it hears of a change. Dispatch delivers to a copy at once, then asks
+ * `confirm` before acking: a PING on the subscriber connection, whose PONG comes after every
+ * announcement Redis sent before it. An owner that joined before the event arrived (so before any
+ * client of it could be `ready` for the event) was announced before the PING, so a copy that missed
+ * it is caught and the event looked up again; no event is acked past an owner it missed.
  */
 export class RedisRoutes implements RouteRegistry {
   readonly #held = new Map<string, HeldRoute>();
+  readonly #copies = new Map<string, OwnersCopy>();
+  /** Route key → the change count when a change to it was last heard. */
+  readonly #lastChange = new Map<string, number>();
+  #changes = 0;
+  /** Bumped whenever announcements may have been missed (the subscriber connection dropped): every copy is suspect. */
+  #epoch = 0;
+  #listening = false;
+  #confirmWaiters: Array<{ readonly resolve: () => void; readonly reject: (err: unknown) => void }> = [];
+  #confirmTimer: NodeJS.Timeout | undefined;
   #refreshTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -39,9 +70,19 @@ export class RedisRoutes implements RouteRegistry {
   ) {
     redis.defineScript('routeOwners', new URL('./owners.lua', import.meta.url), 1);
     redis.defineScript('routeAdd', new URL('./add.lua', import.meta.url), 1);
+    redis.defineScript('routeRemove', new URL('./remove.lua', import.meta.url), 1);
   }
 
-  start(): void {
+  async start(): Promise<void> {
+    const { subscriber } = this.redis;
+    subscriber.on('message', (channel: string, key: string) => {
+      if (channel === ROUTE_CHANGES_CHANNEL) this.#heardChange(key);
+    });
+    // Announcements sent while the connection was down are lost: forget every copy, and keep none
+    // until the subscription is known to be back (ioredis resubscribes only after `ready` fires).
+    subscriber.on('close', () => this.#forgetAll(false));
+    subscriber.on('ready', () => void this.#listen().catch(() => undefined));
+    await this.#listen();
     this.#refreshTimer = setInterval(() => void this.#refreshAll(), this.lease.renewIntervalMs);
     this.#refreshTimer.unref();
   }
@@ -53,7 +94,7 @@ export class RedisRoutes implements RouteRegistry {
       held.count++;
       return held.pending;
     }
-    const pending = this.redis.run('route_add', (r) => r.routeAdd(key, this.podId, this.lease.leaseMs)).then(() => undefined);
+    const pending = this.redis.run('route_add', (r) => r.routeAdd(key, this.podId, this.lease.leaseMs, ROUTE_CHANGES_CHANNEL)).then(() => undefined);
     this.#held.set(key, { count: 1, pending });
     this.metrics.routesHeld.set(this.#held.size);
     return pending;
@@ -67,24 +108,90 @@ export class RedisRoutes implements RouteRegistry {
     if (held.count > 0) return;
     this.#held.delete(key);
     this.metrics.routesHeld.set(this.#held.size);
-    await this.redis.run('route_remove', (r) => r.srem(key, this.podId));
+    await this.redis.run('route_remove', (r) => r.routeRemove(key, this.podId, ROUTE_CHANGES_CHANNEL));
   }
 
+  /** Looks the route up in Redis, keeping a copy unless a change to it was heard meanwhile. */
   async owners(route: Route): Promise<readonly string[]> {
-    return this.redis.run('route_owners', (r) => r.routeOwners(redisKey(route), POD_PREFIX));
+    const key = redisKey(route);
+    const changesAtLookup = this.#changes;
+    const epoch = this.#epoch;
+    const owners = await this.redis.run('route_owners', (r) => r.routeOwners(key, POD_PREFIX, ROUTE_CHANGES_CHANNEL));
+    if (this.#listening && epoch === this.#epoch && (this.#lastChange.get(key) ?? 0) <= changesAtLookup) {
+      this.#copies.set(key, { owners, changesAtLookup, epoch });
+    }
+    return owners;
+  }
+
+  remembered(route: Route): RememberedOwners | undefined {
+    const key = redisKey(route);
+    const copy = this.#copies.get(key);
+    if (copy === undefined) return undefined;
+    return { owners: copy.owners, confirm: () => this.#confirm(key, copy) };
   }
 
   /** Removes this pod from every route it still holds. */
   async stop(): Promise<void> {
     clearInterval(this.#refreshTimer);
+    clearTimeout(this.#confirmTimer);
+    for (const waiter of this.#confirmWaiters.splice(0)) waiter.resolve();
+    this.#forgetAll(false);
     const keys = [...this.#held.keys()];
     this.#held.clear();
     this.metrics.routesHeld.set(0);
     if (keys.length === 0) return;
     await this.redis.run('route_remove', (r) => {
       const pipeline = r.pipeline();
-      for (const key of keys) pipeline.srem(key, this.podId);
+      for (const key of keys) pipeline.routeRemove(key, this.podId, ROUTE_CHANGES_CHANNEL);
       return pipeline.exec();
+    });
+  }
+
+  /** Subscribes (again); copies are kept only from lookups sent after Redis confirmed it. */
+  async #listen(): Promise<void> {
+    await this.redis.subscriber.subscribe(ROUTE_CHANGES_CHANNEL);
+    this.#forgetAll(true);
+  }
+
+  #heardChange(key: string): void {
+    if (this.#lastChange.size >= MAX_CHANGES_TRACKED) this.#forgetAll(true);
+    this.#lastChange.set(key, ++this.#changes);
+    this.#copies.delete(key);
+  }
+
+  #forgetAll(listening: boolean): void {
+    this.#listening = listening;
+    this.#epoch++;
+    this.#copies.clear();
+    this.#lastChange.clear();
+  }
+
+  /** True when no change to `key` was heard since `copy`'s lookup, once every earlier announcement has arrived. */
+  async #confirm(key: string, copy: OwnersCopy): Promise<boolean> {
+    try {
+      await this.#heardEverythingSentBefore();
+    } catch {
+      return false;
+    }
+    return copy.epoch === this.#epoch && (this.#lastChange.get(key) ?? 0) <= copy.changesAtLookup;
+  }
+
+  /**
+   * Resolves after a PING on the subscriber connection comes back: Redis answers it after every
+   * message it published to this connection before it. Callers within a couple of milliseconds
+   * share one PING; each one's PING is sent after it asked.
+   */
+  #heardEverythingSentBefore(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#confirmWaiters.push({ resolve, reject });
+      this.#confirmTimer ??= setTimeout(() => {
+        this.#confirmTimer = undefined;
+        const waiters = this.#confirmWaiters.splice(0);
+        this.redis.subscriber.ping().then(
+          () => waiters.forEach((waiter) => waiter.resolve()),
+          (err: unknown) => waiters.forEach((waiter) => waiter.reject(err)),
+        );
+      }, CONFIRM_COALESCE_MS);
     });
   }
 
@@ -94,7 +201,7 @@ export class RedisRoutes implements RouteRegistry {
     try {
       await this.redis.run('route_refresh', (r) => {
         const pipeline = r.pipeline();
-        for (const key of keys) pipeline.routeAdd(key, this.podId, this.lease.leaseMs);
+        for (const key of keys) pipeline.routeAdd(key, this.podId, this.lease.leaseMs, ROUTE_CHANGES_CHANNEL);
         return pipeline.exec();
       });
     } catch (err) {

@@ -16,6 +16,21 @@ export interface RouteRegistry {
   release(route: Route): Promise<void>;
   /** The pod ids that currently hold the route. */
   owners(route: Route): Promise<readonly string[]>;
+  /**
+   * The owners as this pod last read them, if it has a copy it is told about changes to: dispatch
+   * delivers to them at once and asks `confirm` before it acks. Absent where a lookup costs nothing.
+   */
+  remembered?(route: Route): RememberedOwners | undefined;
+}
+
+/** A local copy of a route's owners. */
+export interface RememberedOwners {
+  readonly owners: readonly string[];
+  /**
+   * Resolves once this pod has heard every change announced before the call: true when the copy
+   * was still current, false when it may have missed an owner (the caller then looks the route up).
+   */
+  confirm(): Promise<boolean>;
 }
 
 /** A stable string for a route, for maps and logs. */

@@ -74,6 +74,26 @@ describe('events across pods', () => {
     b.close();
   });
 
+  test('a pod that newly joins a route gets events published right after its client is ready, though other pods remember the old owners', async () => {
+    for (let round = 0; round < 6; round++) {
+      const agent = `join${round}`;
+      const [first, joiner] = [pods[round % 3]!, pods[(round + 1) % 3]!];
+      const early = await first.connectUser('co', agent, 'early');
+      // Every pod handles some of these, and so remembers the route as owned by `first` alone.
+      for (let seq = 0; seq < 15; seq++) await publish(nc, `websocket.co.${agent}.chats`, { event_id: `w${round}-${seq}`, seq });
+      await waitFor(() => seqs(early).length >= 15, 10_000, 'the warm-up events');
+      const late = await joiner.connectUser('co', agent, 'late');
+      for (let seq = 15; seq < 45; seq++) await publish(nc, `websocket.co.${agent}.chats`, { event_id: `w${round}-${seq}`, seq });
+      const expected = Array.from({ length: 30 }, (_, i) => i + 15);
+      await waitFor(() => seqs(late).length >= 30, 10_000, `round ${round}: every event after ready on the joining pod`);
+      assert.deepEqual([...seqs(late)].sort((x, y) => x - y), expected, `round ${round}: the joining pod's client got each event once`);
+      early.close();
+      late.close();
+    }
+    const copied = await Promise.all(pods.map((pod) => pod.metric('switchboard_route_copy_misses_total')));
+    assert.ok(copied.every((n) => Number.isFinite(n)), 'pods report how often a remembered route turned out stale');
+  });
+
   test('thread events reach only the connection that selected the chat, on any pod', async () => {
     const selected = await pods[2]!.connectUser('thr', 'desk', 'u1');
     const other = await pods[0]!.connectUser('thr', 'desk', 'u2');
