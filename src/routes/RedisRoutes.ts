@@ -21,6 +21,8 @@ export const ROUTE_CHANGES_CHANNEL = 'route_changes';
 const CONFIRM_COALESCE_MS = 2;
 /** Past this many remembered changes the record restarts (and every copy with it). */
 const MAX_CHANGES_TRACKED = 10_000;
+/** Copies kept at most (chat routes are many); the oldest goes first. */
+const MAX_COPIES = 50_000;
 
 /** A copy of a route's owners, and what was known when the lookup that made it was sent. */
 interface OwnersCopy {
@@ -118,6 +120,8 @@ export class RedisRoutes implements RouteRegistry {
     const epoch = this.#epoch;
     const owners = await this.redis.run('route_owners', (r) => r.routeOwners(key, POD_PREFIX, ROUTE_CHANGES_CHANNEL));
     if (this.#listening && epoch === this.#epoch && (this.#lastChange.get(key) ?? 0) <= changesAtLookup) {
+      // A Map iterates in insertion order: the first key is the oldest copy.
+      if (this.#copies.size >= MAX_COPIES) this.#copies.delete(this.#copies.keys().next().value ?? '');
       this.#copies.set(key, { owners, changesAtLookup, epoch });
     }
     return owners;
