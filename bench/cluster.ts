@@ -17,7 +17,7 @@ const CONNECT_DURATION_MS = 10_000;
 const TAKEOVER_ROUNDS = 400;
 
 const quick = process.argv.includes('--quick');
-const durationMs = quick ? 3000 : CONNECT_DURATION_MS;
+const durationMs = quick ? 2000 : CONNECT_DURATION_MS;
 const rounds = quick ? 100 : TAKEOVER_ROUNDS;
 
 const redis = await RedisServer.start();

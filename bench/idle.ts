@@ -64,7 +64,7 @@ const { values: flags } = parseArgs({
   },
 });
 const fdLimit = openFilesLimit();
-const wanted = flags.connections !== undefined ? Number(flags.connections) : flags.smoke ? 200 : flags.quick ? 3000 : TARGET_CONNECTIONS;
+const wanted = flags.connections !== undefined ? Number(flags.connections) : flags.smoke ? 200 : flags.quick ? 2000 : TARGET_CONNECTIONS;
 const connections = Math.min(wanted, fdLimit - DESCRIPTOR_MARGIN);
 const settleMs = flags.quick || flags.smoke ? SHORT_SETTLE_MS : SETTLE_MS;
 const chosen = flags.targets.split(',') as TargetId[];
