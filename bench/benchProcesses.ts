@@ -1,4 +1,4 @@
-// What the benchmark scripts that measure one server at a time share: a record of every process
+// What the benchmark scripts share: a record of every process
 // they started, stopped newest first at the end or on an interrupt, and the Redis + NATS (with the
 // events stream) that every server under test runs against.
 import type { NatsConnection } from 'nats';
@@ -31,10 +31,15 @@ export class StartedProcesses {
     return thing;
   }
 
-  /** Stops one tracked thing now. */
-  async release(thing: Stoppable): Promise<void> {
+  /** Stops tracking without stopping (something else that is tracked now stops it). */
+  untrack(thing: Stoppable): void {
     const at = this.#running.indexOf(thing);
     if (at >= 0) this.#running.splice(at, 1);
+  }
+
+  /** Stops one tracked thing now. */
+  async release(thing: Stoppable): Promise<void> {
+    this.untrack(thing);
     await thing.stop();
   }
 

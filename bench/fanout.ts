@@ -26,6 +26,7 @@ import { parseArgs } from 'node:util';
 import { randomKeys } from '../test/support/gateway.js';
 import { NatsServer } from '../test/support/nats.js';
 import { RedisServer } from '../test/support/redis.js';
+import { StartedProcesses } from './benchProcesses.js';
 import { ClientFleet } from './clientFleet.js';
 import { renderReport, type ScenarioResult, type StepResult, type Outcome } from './fanoutReport.js';
 import { STREAM, STREAM_SUBJECTS } from './fanoutProtocol.js';
@@ -70,29 +71,10 @@ for (const id of chosen) {
   if (!SCENARIO_IDS.includes(id)) throw new Error(`unknown scenario ${id}: use ${SCENARIO_IDS.join(', ')}`);
 }
 
-/** Everything started and not yet stopped, so an interrupt stops it all (newest first). */
-const running: Array<{ stop(): Promise<unknown> }> = [];
-function track<T extends { stop(): Promise<unknown> }>(thing: T): T {
-  running.push(thing);
-  return thing;
-}
-function untrack(thing: object): void {
-  const at = running.indexOf(thing as { stop(): Promise<unknown> });
-  if (at >= 0) running.splice(at, 1);
-}
-async function release(thing: { stop(): Promise<unknown> }): Promise<void> {
-  untrack(thing);
-  await thing.stop();
-}
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
-    process.stderr.write(`\n${signal}: stopping every process this benchmark started\n`);
-    void Promise.allSettled(running.reverse().map((thing) => thing.stop())).then(() => process.exit(130));
-  });
-}
+const started = new StartedProcesses();
 
-const redis = track(await RedisServer.start());
-const nats = track(await NatsServer.start());
+const redis = started.track(await RedisServer.start());
+const nats = started.track(await NatsServer.start());
 const nc = await nats.client();
 const jsm = await nc.jetstreamManager();
 try {
@@ -134,7 +116,7 @@ try {
       try {
         return await measureStep(run, `${id}-lat`, LATENCY_RATE, settings.latencyMs);
       } finally {
-        await release(run);
+        await started.release(run);
       }
     });
     results.push({ id, label: scenario.label, fanout, latency });
@@ -149,7 +131,7 @@ try {
   writeFileSync(join(OUT_DIR, 'fanout.json'), `${JSON.stringify(json, null, 2)}\n`);
   process.stdout.write(report);
 } finally {
-  await Promise.allSettled(running.reverse().map((thing) => thing.stop()));
+  await started.stopAll();
 }
 
 /** Runs `body`, turning a failure into a reason for the table instead of ending the benchmark. */
@@ -180,14 +162,14 @@ interface Run {
 
 /** Starts fresh servers, connects `clients` clients and warms the path up; the run is tracked until released. */
 async function openRun(start: StartTarget, userPrefix: string, clients: number, sources: readonly string[]): Promise<Run> {
-  const target = track(await start(userPrefix));
+  const target = started.track(await start(userPrefix));
   const fleet = await ClientFleet.open(target.urls(clients), sources).catch(async (err: unknown) => {
-    await release(target);
+    await started.release(target);
     throw err;
   });
-  untrack(target);
+  started.untrack(target);
   // Clients leave first, so the pods' shutdown has no sockets left to drain.
-  const run = track({
+  const run = started.track({
     target,
     fleet,
     stop: async () => {
@@ -198,7 +180,7 @@ async function openRun(start: StartTarget, userPrefix: string, clients: number, 
   try {
     await warmUp(fleet, userPrefix);
   } catch (err) {
-    await release(run);
+    await started.release(run);
     throw err;
   }
   return run;
@@ -231,7 +213,7 @@ async function sweep(id: string, start: StartTarget): Promise<{ bestRate: number
     process.stderr.write(`${(step.fraction * 100).toFixed(1)}% delivered, p99 ${step.latency.p99Ms.toFixed(2)} ms\n`);
     if (!step.pass) {
       session.run = undefined;
-      await release(run);
+      await started.release(run);
     }
     return step.pass;
   };
@@ -258,7 +240,7 @@ async function sweep(id: string, start: StartTarget): Promise<{ bestRate: number
     process.stderr.write(`  sweep interrupted: ${interruptedBy}\n`);
     return { bestRate: pass ?? 0, steps, interruptedBy };
   } finally {
-    if (session.run !== undefined) await release(session.run);
+    if (session.run !== undefined) await started.release(session.run);
   }
   return { bestRate: pass ?? 0, steps };
 }

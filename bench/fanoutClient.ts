@@ -67,22 +67,13 @@ function open(url: string, task: ClientTask, failures: string[]): Promise<boolea
       handshakeTimeout: task.connectTimeoutMs,
       ...(task.localAddress === undefined ? {} : { localAddress: task.localAddress }),
     });
-    let ready = false;
-    const fail = (why: string) => {
-      if (ready) return;
-      failures.push(why);
-      ws.terminate();
-      resolve(false);
-    };
-    const timer = setTimeout(() => fail(`no ready within ${task.connectTimeoutMs} ms`), task.connectTimeoutMs);
+    const { fail, succeed, isReady } = awaitReady(task, failures, () => ws.terminate(), resolve);
     ws.on('message', (data) => {
       // binaryType is the default 'nodebuffer' and frames are never fragmented here: always one Buffer.
       const text = (data as Buffer).toString('latin1');
-      if (!ready && text === READY_FRAME) {
-        ready = true;
-        clearTimeout(timer);
+      if (!isReady() && text === READY_FRAME) {
         sockets.push(ws);
-        resolve(true);
+        succeed();
         return;
       }
       if (stalled.has(ws)) onStalledFrame(text);
@@ -104,19 +95,10 @@ function openSocketIo(url: string, task: ClientTask, failures: string[]): Promis
     // localAddress is passed on to ws by engine.io-client in Node but is missing from its types.
     const nodeOnly: object = task.localAddress === undefined ? {} : { localAddress: task.localAddress };
     const socket = io(url, { transports: ['websocket'], forceNew: true, reconnection: false, timeout: task.connectTimeoutMs, ...nodeOnly });
-    let ready = false;
-    const fail = (why: string) => {
-      if (ready) return;
-      failures.push(why);
-      socket.disconnect();
-      resolve(false);
-    };
-    const timer = setTimeout(() => fail(`no ready within ${task.connectTimeoutMs} ms`), task.connectTimeoutMs);
+    const { fail, succeed } = awaitReady(task, failures, () => socket.disconnect(), resolve);
     socket.once('ready', () => {
-      ready = true;
-      clearTimeout(timer);
       socketIoSockets.push(socket);
-      resolve(true);
+      succeed();
     });
     socket.on('event', (text: string) => onFrame(text));
     socket.on('connect_error', (err) => fail(err.message));
@@ -125,6 +107,27 @@ function openSocketIo(url: string, task: ClientTask, failures: string[]): Promis
       fail(`disconnected: ${reason}`);
     });
   });
+}
+
+/**
+ * The wait for `ready` both transports share: `fail` records why and gives up (ignored once
+ * ready), `succeed` settles it, and a timer fails it after the connect timeout.
+ */
+function awaitReady(task: ClientTask, failures: string[], abort: () => void, resolve: (ready: boolean) => void) {
+  let ready = false;
+  const fail = (why: string) => {
+    if (ready) return;
+    failures.push(why);
+    abort();
+    resolve(false);
+  };
+  const timer = setTimeout(() => fail(`no ready within ${task.connectTimeoutMs} ms`), task.connectTimeoutMs);
+  const succeed = () => {
+    ready = true;
+    clearTimeout(timer);
+    resolve(true);
+  };
+  return { fail, succeed, isReady: () => ready };
 }
 
 async function connectAll(task: ClientTask): Promise<ConnectedLine> {
