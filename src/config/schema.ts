@@ -91,7 +91,7 @@ export const schema: Schema<Config> = {
   },
   grpc: {
     port: port('Pod-to-pod gRPC listener.', 50051, 'GRPC_PORT', 'grpc-port'),
-    deadlineMs: { doc: 'Deadline of one pod-to-pod push.', format: 'positive-int', default: 1000, env: 'GRPC_DEADLINE_MS' },
+    deadlineMs: { doc: 'How long a peer may leave pushes unanswered (no reply at all) before it counts as hung.', format: 'positive-int', default: 1000, env: 'GRPC_DEADLINE_MS' },
     breakerResetMs: { doc: 'How long a peer circuit stays open before one trial push.', format: 'positive-int', default: 2000, env: 'BREAKER_RESET_MS' },
     tlsCaFile: { doc: 'PEM CA for pod-to-pod mTLS; with the cert and key below, pods only talk to peers it signed.', format: String, default: '', env: 'GRPC_TLS_CA_FILE' },
     tlsCertFile: { doc: "PEM certificate of this pod for pod-to-pod mTLS (its SAN must cover POD_IP).", format: String, default: '', env: 'GRPC_TLS_CERT_FILE' },

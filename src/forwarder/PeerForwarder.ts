@@ -22,24 +22,38 @@ interface Pending {
   readonly reject: (err: Error) => void;
 }
 
-// Events bound for one peer in the same turn of the event loop travel in one batch, up to this many.
+// Events bound for one peer travel in batches of up to this many.
 const MAX_BATCH = 256;
+/**
+ * Batches a peer has unanswered at most; events queue behind them and leave together once one is
+ * answered. An idle pipe sends at once; a busy one sends fewer, larger batches, and the receiving
+ * pod writes each batch to its sockets in one turn (uWS then sends each socket one write for the
+ * whole batch instead of one per event) and reads its next batch only after that.
+ */
+const MAX_BATCHES_IN_FLIGHT = 2;
 const IDLE_PEER_MS = 5 * 60_000;
 
 /**
  * One push stream to a peer: batches written in order, replies matched by batch id. Once it fails
- * (an error, the peer ending it, or a reply overdue) every batch still waiting fails with it and
- * the peer opens a new stream for the next batch.
+ * (an error, the peer ending it, or the peer going silent) every batch still waiting fails with it
+ * and the peer opens a new stream for the next batch.
+ *
+ * The peer counts as hung when it has answered nothing for `silenceMs` while batches wait, not
+ * when one batch is slow: a peer whose event loop is behind (its CPU is shared with busy sockets)
+ * still answers in order, and failing its stream would turn a slow pod into a flood of retries.
  */
 class BatchStream {
   readonly #call: grpc.ClientDuplexStream<PushRequest, PushReply>;
-  readonly #waiting = new Map<number, { readonly resolve: (reply: PushReply) => void; readonly reject: (err: Error) => void; readonly timer: NodeJS.Timeout }>();
+  readonly #waiting = new Map<number, { readonly resolve: (reply: PushReply) => void; readonly reject: (err: Error) => void }>();
   #nextBatchId = 1;
   #failure: Error | undefined;
+  /** When the peer last showed it is alive: its last reply, or the moment a batch started waiting with none before it. */
+  #progressAtMs = 0;
+  #watchdog: NodeJS.Timeout | undefined;
 
   constructor(
     client: ForwarderClient,
-    private readonly deadlineMs: number,
+    private readonly silenceMs: number,
     private readonly onFailed: (stream: BatchStream) => void,
   ) {
     this.#call = client.Push();
@@ -52,9 +66,9 @@ class BatchStream {
     if (this.#failure !== undefined) return Promise.reject(this.#failure);
     const batchId = this.#nextBatchId++;
     return new Promise((resolve, reject) => {
-      // The stream has no deadline of its own: a hung peer shows as a reply that never comes.
-      const timer = setTimeout(() => this.#fail(streamError(grpc.status.DEADLINE_EXCEEDED, `no reply from the peer within ${this.deadlineMs} ms`)), this.deadlineMs);
-      this.#waiting.set(batchId, { resolve, reject, timer });
+      if (this.#waiting.size === 0) this.#progressAtMs = Date.now();
+      this.#waiting.set(batchId, { resolve, reject });
+      this.#watchdog ??= setTimeout(() => this.#checkSilence(), this.silenceMs);
       this.#call.write({ batch_id: batchId, events });
     });
   }
@@ -65,20 +79,30 @@ class BatchStream {
   }
 
   #answer(reply: PushReply): void {
+    this.#progressAtMs = Date.now();
     const waiter = this.#waiting.get(reply.batch_id);
     if (waiter === undefined) return;
     this.#waiting.delete(reply.batch_id);
-    clearTimeout(waiter.timer);
     waiter.resolve(reply);
+  }
+
+  /** One timer per stream, not per batch: fails the stream if the peer stayed silent, else looks again when it could have. */
+  #checkSilence(): void {
+    this.#watchdog = undefined;
+    if (this.#failure !== undefined || this.#waiting.size === 0) return;
+    const silentForMs = Date.now() - this.#progressAtMs;
+    if (silentForMs >= this.silenceMs) {
+      this.#fail(streamError(grpc.status.DEADLINE_EXCEEDED, `no reply from the peer for ${this.silenceMs} ms`));
+      return;
+    }
+    this.#watchdog = setTimeout(() => this.#checkSilence(), this.silenceMs - silentForMs);
   }
 
   #fail(err: Error): void {
     if (this.#failure !== undefined) return;
     this.#failure = err;
-    for (const waiter of this.#waiting.values()) {
-      clearTimeout(waiter.timer);
-      waiter.reject(err);
-    }
+    clearTimeout(this.#watchdog);
+    for (const waiter of this.#waiting.values()) waiter.reject(err);
     this.#waiting.clear();
     this.#call.cancel();
     this.onFailed(this);
@@ -91,6 +115,7 @@ class Peer {
   readonly breaker: CircuitBreaker<[readonly Pending[]], PushReply>;
   queue: Pending[] = [];
   flushScheduled = false;
+  batchesInFlight = 0;
   lastUsedMs = Date.now();
   #stream: BatchStream | undefined;
 
@@ -186,11 +211,7 @@ export class PeerForwarder implements PeerPush {
     peer.lastUsedMs = Date.now();
     return new Promise((resolve, reject) => {
       peer.queue.push({ event, resolve, reject });
-      if (peer.queue.length >= MAX_BATCH) this.#flush(peer);
-      else if (!peer.flushScheduled) {
-        peer.flushScheduled = true;
-        setImmediate(() => this.#flush(peer));
-      }
+      this.#scheduleFlush(peer);
     });
   }
 
@@ -210,10 +231,18 @@ export class PeerForwarder implements PeerPush {
     return peer;
   }
 
+  /** Sends what is queued at the end of this turn, so events of one turn share a batch; only when a batch may leave. */
+  #scheduleFlush(peer: Peer): void {
+    if (peer.flushScheduled || peer.queue.length === 0 || peer.batchesInFlight >= MAX_BATCHES_IN_FLIGHT) return;
+    peer.flushScheduled = true;
+    setImmediate(() => this.#flush(peer));
+  }
+
   #flush(peer: Peer): void {
     peer.flushScheduled = false;
-    while (peer.queue.length > 0) {
+    while (peer.queue.length > 0 && peer.batchesInFlight < MAX_BATCHES_IN_FLIGHT) {
       const batch = peer.queue.splice(0, MAX_BATCH);
+      peer.batchesInFlight++;
       peer.breaker.fire(batch).then(
         () => {
           for (const pending of batch) pending.resolve();
@@ -224,7 +253,10 @@ export class PeerForwarder implements PeerPush {
           const error = err instanceof Error ? err : new Error(String(err));
           for (const pending of batch) pending.reject(error);
         },
-      );
+      ).finally(() => {
+        peer.batchesInFlight--;
+        this.#scheduleFlush(peer);
+      });
     }
   }
 
