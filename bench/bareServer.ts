@@ -21,7 +21,6 @@ import { feedFromNats } from './natsFeed.js';
 const TOPIC = 'agent';
 /** As Switchboard with SEND_BUFFER_BYTES=8 MiB: uWS drops frames only past twice that. */
 const MAX_BACKPRESSURE_BYTES = 16 * 1024 * 1024;
-/** Messages the ordered consumer keeps requested: room for a burst at hundreds of events/s (nats.js defaults to 100). */
 
 const { values } = parseArgs({
   options: {

@@ -50,12 +50,20 @@ export class StartedProcesses {
   }
 }
 
+/** A Redis and a NATS of one's own, with the events stream, and a publishing connection to that NATS. */
+export interface Testbed {
+  readonly infra: Infra;
+  readonly nc: NatsConnection;
+  readonly redis: RedisServer;
+  readonly nats: NatsServer;
+}
+
 /** Starts a Redis and a NATS (tracked), creates the events stream, and answers what the targets need. */
-export async function startInfra(started: StartedProcesses): Promise<{ readonly infra: Infra; readonly nc: NatsConnection }> {
+export async function startInfra(started: StartedProcesses, podNodeArgs: readonly string[] = []): Promise<Testbed> {
   const redis = started.track(await RedisServer.start());
   const nats = started.track(await NatsServer.start());
   const nc = await nats.client();
   const jsm = await nc.jetstreamManager();
   await jsm.streams.add({ name: STREAM, subjects: [STREAM_SUBJECTS] }).catch(() => undefined);
-  return { infra: { redisUrl: redis.url, natsUrl: nats.url, jsm, keys: randomKeys(), podNodeArgs: [] }, nc };
+  return { infra: { redisUrl: redis.url, natsUrl: nats.url, jsm, keys: randomKeys(), podNodeArgs }, nc, redis, nats };
 }

@@ -4,7 +4,10 @@
 //   - the highest sustained events/s to 1,000 clients of one agent (≥ 97% delivered, p99 < 100 ms);
 //   - publish → client latency p50/p99/p99.9 for 100 clients at 1,000 events/s.
 // Client processes share this machine's cores with the servers, so only the difference from
-// the bare server means anything. Run `node dist/bench/fanout.js [--quick]` after a build;
+// the bare server means anything. The paths take turns, step by step in the fan-out sweeps and
+// window by window in the latency measurement, so a drift in the machine's speed reaches them all
+// alike; each path has a Redis and a NATS of its own. A failed sweep step is measured once more
+// on fresh servers and only a second failure counts. Run `node dist/bench/fanout.js [--quick]` after a build;
 // figures go to stdout as a markdown table and to bench/results/fanout.json.
 //   --quick                   fewer rates, shorter windows (about a minute)
 //   --smoke                   a harness check, not a measurement: 50 clients, one short step per path
@@ -23,15 +26,14 @@ import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { randomKeys } from '../test/support/gateway.js';
-import { NatsServer } from '../test/support/nats.js';
-import { RedisServer } from '../test/support/redis.js';
-import { StartedProcesses } from './benchProcesses.js';
+import type { NatsConnection } from 'nats';
+import { startInfra, StartedProcesses, type Testbed } from './benchProcesses.js';
 import { ClientFleet } from './clientFleet.js';
 import { renderReport, type ScenarioResult, type StepResult, type Outcome } from './fanoutReport.js';
-import { STREAM, STREAM_SUBJECTS } from './fanoutProtocol.js';
+import { STREAM } from './fanoutProtocol.js';
 import { startBare, startCrossPod, startOnePod, startSocketIo, startSocketIoCrossNode, type BareOptions, type FanoutTarget, type Infra } from './fanoutTargets.js';
 import { publishPaced } from './pacedPublisher.js';
+import { RateSearch } from './rateSearch.js';
 import { cpuSecondsOf, machineBusySeconds } from './processCpu.js';
 
 const DEFAULT_SHAPE = { fanoutClients: 1000, latencyClients: 100, latencyRate: 1000 };
@@ -43,10 +45,10 @@ const P99_CEILING_MS = 100;
 /** One client process per source address; loopback answers on all of 127/8. */
 const FANOUT_SOURCES = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5'];
 const LATENCY_SOURCES = ['127.0.0.2', '127.0.0.3'];
-const WARMUP = { rate: 50, durationMs: 400, timeoutMs: 5000 };
+/** Enough events for the servers' hot paths to be compiled before a step is measured. */
+const WARMUP = { rate: 100, durationMs: 1000, timeoutMs: 5000 };
 /** After publishing, deliveries may trail; stop waiting once none arrived for QUIET_MS. */
 const DRAIN = { quietMs: 500, maxMs: 3000 };
-const MIN_RATE = 25;
 
 const { values: flags } = parseArgs({
   options: {
@@ -57,11 +59,13 @@ const { values: flags } = parseArgs({
     'bare-source': { type: 'string', default: 'jetstream' },
   },
 });
+// Quick and smoke runs neither measure a failed step twice nor cut the latency window: they are
+// for a first look, and each extra step or window costs a drain and CPU readings.
 const settings = flags.smoke
-  ? { firstRate: 50, maxRate: 50, refineSteps: 0, stepMs: 1000, latencyMs: 1000 }
+  ? { firstRate: 50, maxRate: 50, refineSteps: 0, minRate: 25, stepMs: 1000, retryFailedSteps: false, latencyMs: 1000, latencyWindows: 1 }
   : flags.quick
-    ? { firstRate: 200, maxRate: 800, refineSteps: 0, stepMs: 1000, latencyMs: 2000 }
-    : { firstRate: 50, maxRate: 3200, refineSteps: 3, stepMs: 4000, latencyMs: 10_000 };
+    ? { firstRate: 200, maxRate: 800, refineSteps: 0, minRate: 25, stepMs: 1000, retryFailedSteps: false, latencyMs: 2000, latencyWindows: 1 }
+    : { firstRate: 50, maxRate: 3200, refineSteps: 3, minRate: 25, stepMs: 4000, retryFailedSteps: true, latencyMs: 10_000, latencyWindows: 5 };
 const { fanoutClients: FANOUT_CLIENTS, latencyClients: LATENCY_CLIENTS, latencyRate: LATENCY_RATE } = flags.smoke ? SMOKE_SHAPE : DEFAULT_SHAPE;
 const OUT_DIR = flags.out ?? fileURLToPath(new URL('../../bench/results/', import.meta.url));
 const bareSource: BareOptions['source'] = flags['bare-source'] === 'core' ? 'core' : 'jetstream';
@@ -72,55 +76,119 @@ for (const id of chosen) {
 }
 
 const started = new StartedProcesses();
+const podNodeArgs = (process.env['BENCH_NODE_ARGS'] ?? '').split(' ').filter((arg) => arg !== '');
 
-const redis = started.track(await RedisServer.start());
-const nats = started.track(await NatsServer.start());
-const nc = await nats.client();
-const jsm = await nc.jetstreamManager();
-try {
-  await jsm.streams.info(STREAM);
-} catch {
-  // Not there yet: the pods would create it, but the bare server reads it first.
-  await jsm.streams.add({ name: STREAM, subjects: [STREAM_SUBJECTS] });
-}
-const infra: Infra = {
-  redisUrl: redis.url,
-  natsUrl: nats.url,
-  jsm,
-  keys: randomKeys(),
-  podNodeArgs: (process.env['BENCH_NODE_ARGS'] ?? '').split(' ').filter((arg) => arg !== ''),
-};
-
-/** Starts one path's servers; Switchboard clients are users `${userPrefix}-N`. */
-type StartTarget = (userPrefix: string) => Promise<FanoutTarget>;
+/** Starts one path's servers on its testbed; Switchboard clients are users `${userPrefix}-N`. */
+type StartTarget = (infra: Infra, userPrefix: string) => Promise<FanoutTarget>;
 
 const scenarios: Record<string, { label: string; start: StartTarget }> = {
-  bare: { label: `bare uWS (${bareSource}, app.publish)`, start: () => startBare(infra, { source: bareSource, mode: 'publish' }) },
-  'bare-send': { label: `bare uWS (${bareSource}, ws.send loop)`, start: () => startBare(infra, { source: bareSource, mode: 'send' }) },
-  socketio: { label: `Socket.IO 4 (${bareSource}, redis adapter)`, start: () => startSocketIo(infra, bareSource) },
-  'socketio-cross': { label: `Socket.IO 4 across nodes (${bareSource}, redis adapter)`, start: () => startSocketIoCrossNode(infra, bareSource) },
-  'one-pod': { label: 'Switchboard, one pod', start: (prefix) => startOnePod(infra, prefix) },
-  'cross-pod': { label: 'Switchboard, cross-pod (gRPC)', start: (prefix) => startCrossPod(infra, prefix) },
+  bare: { label: `bare uWS (${bareSource}, app.publish)`, start: (infra) => startBare(infra, { source: bareSource, mode: 'publish' }) },
+  'bare-send': { label: `bare uWS (${bareSource}, ws.send loop)`, start: (infra) => startBare(infra, { source: bareSource, mode: 'send' }) },
+  socketio: { label: `Socket.IO 4 (${bareSource}, redis adapter)`, start: (infra) => startSocketIo(infra, bareSource) },
+  'socketio-cross': { label: `Socket.IO 4 across nodes (${bareSource}, redis adapter)`, start: (infra) => startSocketIoCrossNode(infra, bareSource) },
+  'one-pod': { label: 'Switchboard, one pod', start: (infra, prefix) => startOnePod(infra, prefix) },
+  'cross-pod': { label: 'Switchboard, cross-pod (gRPC)', start: (infra, prefix) => startCrossPod(infra, prefix) },
 };
+
+/** A path under test and the Redis and NATS it alone uses. */
+interface Path {
+  readonly id: string;
+  readonly label: string;
+  readonly start: StartTarget;
+  readonly testbed: Testbed;
+}
+
+// Every path gets a Redis and a NATS of its own: paths take turns while each keeps its servers up,
+// and a server that could read another path's events would fan those out to its clients too.
+const paths: Path[] = [];
+for (const id of chosen) paths.push({ id, ...scenarios[id]!, testbed: await startInfra(started, podNodeArgs) });
+
+// Declared before the run below uses it: a class, unlike a function, is not hoisted.
+/**
+ * What reached one path's clients over one or more publishing windows of one phase, and the CPU
+ * everyone used during those windows (not between them, when other paths take their turns).
+ */
+class Measurement {
+  #rate = 0;
+  #published = 0;
+  #publishMs = 0;
+  #publisherCpuMs = 0;
+  #wallSeconds = 0;
+  readonly #cpuSeconds = { server: {} as Record<string, number>, nats: 0, redis: 0, machine: 0 };
+
+  private constructor(
+    private readonly run: Run,
+    private readonly phase: string,
+    private readonly connected: number,
+    private readonly countersBefore: Record<string, Record<string, number>>,
+  ) {}
+
+  static async start(run: Run, phase: string): Promise<Measurement> {
+    const connected = (await run.fleet.count()).open;
+    const countersBefore = await run.target.podCounters();
+    await run.fleet.measure(phase);
+    return new Measurement(run, phase, connected, countersBefore);
+  }
+
+  /** Publishes at `rate` for `durationMs`, then waits for the deliveries to arrive. */
+  async window(rate: number, durationMs: number): Promise<void> {
+    const { testbed, target, fleet } = this.run;
+    const before = await cpuSnapshot(testbed, target);
+    const published = await publishPaced(testbed.nc, this.phase, rate, durationMs);
+    this.#rate = rate;
+    this.#published += published.published;
+    this.#publishMs += published.elapsedMs;
+    this.#publisherCpuMs += published.cpuMs;
+    await fleet.waitForDeliveries(this.#published * this.connected, DRAIN);
+    const after = await cpuSnapshot(testbed, target);
+    this.#wallSeconds += (after.at - before.at) / 1000;
+    const spent = this.#cpuSeconds;
+    for (const [role, seconds] of Object.entries(after.server)) spent.server[role] = (spent.server[role] ?? 0) + seconds - (before.server[role] ?? 0);
+    spent.nats += after.nats - before.nats;
+    spent.redis += after.redis - before.redis;
+    spent.machine += after.machine - before.machine;
+  }
+
+  async finish(): Promise<StepResult> {
+    const { target, fleet } = this.run;
+    const report = await fleet.report();
+    const countersAfter = await target.podCounters();
+    const percent = (seconds: number) => (seconds / this.#wallSeconds) * 100;
+    const expected = this.#published * this.connected;
+    const fraction = expected === 0 ? 0 : report.delivered / expected;
+    const spent = this.#cpuSeconds;
+    return {
+      rate: this.#rate,
+      published: this.#published,
+      clients: this.connected,
+      delivered: report.delivered,
+      fraction,
+      deliveriesPerSecond: report.delivered / (this.#publishMs / 1000),
+      latency: report.latency,
+      pass: fraction >= DELIVERY_FLOOR && report.latency.p99Ms < P99_CEILING_MS,
+      closes: report.closes,
+      cpuPercent: {
+        server: Object.fromEntries(Object.entries(spent.server).map(([role, seconds]) => [role, percent(seconds)])),
+        nats: percent(spent.nats),
+        redis: percent(spent.redis),
+        publisher: (this.#publisherCpuMs / this.#publishMs) * 100,
+        // The client processes are idle between windows, so their CPU since `measure` is theirs during them.
+        clients: percent(report.cpuMs / 1000),
+        machine: percent(spent.machine),
+      },
+      podCounters: deltas(this.countersBefore, countersAfter),
+    };
+  }
+}
 
 const loadAtStart = loadavg();
 const results: ScenarioResult[] = [];
 try {
-  for (const id of chosen) {
-    const scenario = scenarios[id]!;
-    process.stderr.write(`${scenario.label}: fan-out sweep\n`);
-    const fanout = await attempt(() => sweep(id, scenario.start));
-    process.stderr.write(`${scenario.label}: latency\n`);
-    const latency = await attempt(async () => {
-      const run = await openRun(scenario.start, `${id}-latency`, LATENCY_CLIENTS, LATENCY_SOURCES);
-      try {
-        return await measureStep(run, `${id}-lat`, LATENCY_RATE, settings.latencyMs);
-      } finally {
-        await started.release(run);
-      }
-    });
-    results.push({ id, label: scenario.label, fanout, latency });
-  }
+  process.stderr.write(`fan-out sweeps, taking turns: ${paths.map((path) => path.label).join('; ')}\n`);
+  const sweeps = await sweepAll(paths);
+  process.stderr.write(`latency, ${settings.latencyWindows} windows per path, taking turns\n`);
+  const latencies = await latencyInTurns(paths);
+  for (const path of paths) results.push({ id: path.id, label: path.label, fanout: sweeps.get(path.id)!, latency: latencies.get(path.id)! });
   const report = renderReport(results, { fanoutClients: FANOUT_CLIENTS, latencyClients: LATENCY_CLIENTS, latencyRate: LATENCY_RATE, cores: cpus().length });
   const json = {
     machine: { ...machine(), loadAverageAtStart: loadAtStart, loadAverageAtEnd: loadavg() },
@@ -155,14 +223,15 @@ function oneLineReason(message: string): string {
 
 /** Servers and connected clients, warmed up, for one or more measured steps. */
 interface Run {
+  readonly testbed: Testbed;
   readonly target: FanoutTarget;
   readonly fleet: ClientFleet;
   stop(): Promise<void>;
 }
 
 /** Starts fresh servers, connects `clients` clients and warms the path up; the run is tracked until released. */
-async function openRun(start: StartTarget, userPrefix: string, clients: number, sources: readonly string[]): Promise<Run> {
-  const target = started.track(await start(userPrefix));
+async function openRun({ start, testbed }: Path, userPrefix: string, clients: number, sources: readonly string[]): Promise<Run> {
+  const target = started.track(await start(testbed.infra, userPrefix));
   const fleet = await ClientFleet.open(target.urls(clients), sources).catch(async (err: unknown) => {
     await started.release(target);
     throw err;
@@ -170,6 +239,7 @@ async function openRun(start: StartTarget, userPrefix: string, clients: number, 
   started.untrack(target);
   // Clients leave first, so the pods' shutdown has no sockets left to drain.
   const run = started.track({
+    testbed,
     target,
     fleet,
     stop: async () => {
@@ -178,7 +248,7 @@ async function openRun(start: StartTarget, userPrefix: string, clients: number, 
     },
   });
   try {
-    await warmUp(fleet, userPrefix);
+    await warmUp(testbed.nc, fleet, userPrefix);
   } catch (err) {
     await started.release(run);
     throw err;
@@ -187,7 +257,7 @@ async function openRun(start: StartTarget, userPrefix: string, clients: number, 
 }
 
 /** A few events that must reach every client before anything is measured: proves the path works end to end. */
-async function warmUp(fleet: ClientFleet, tag: string): Promise<void> {
+async function warmUp(nc: NatsConnection, fleet: ClientFleet, tag: string): Promise<void> {
   const phase = `${tag}-warm`;
   await fleet.measure(phase);
   const run = await publishPaced(nc, phase, WARMUP.rate, WARMUP.durationMs);
@@ -197,92 +267,122 @@ async function warmUp(fleet: ClientFleet, tag: string): Promise<void> {
   if (delivered < expected) throw new Error(`warm-up delivered ${delivered} of ${expected} events`);
 }
 
+/** One path's sweep in progress: its search, the steps measured so far, and its open servers and clients. */
+interface Sweep {
+  readonly path: Path;
+  readonly search: RateSearch;
+  readonly steps: StepResult[];
+  run: Run | undefined;
+  opened: number;
+  /** Why the sweep ended early, if it did. */
+  stoppedBy: string | undefined;
+  /** The next rate failed once already: its second try, on fresh servers, decides. */
+  retrying: boolean;
+}
+
+type SweepResult = Outcome<{ bestRate: number; steps: StepResult[]; interruptedBy?: string }>;
+
 /**
- * Doubles the rate until a step fails, halving instead when the first one fails, then bisects
- * between the last pass and the first failure. A failed step leaves a backlog in the stream, the
- * pods and the sockets' send buffers, so the next step gets fresh servers and clients.
+ * Sweeps every path's rate at once, taking turns step by step: the machine's speed drifts over
+ * minutes, and paths measured one after another would each get a different machine. The order
+ * rotates every round so no path always follows the same neighbour. Each path keeps its servers
+ * and clients between passing steps; a failed step leaves a backlog in the stream, the pods and
+ * the sockets' send buffers, so that path's next step gets fresh ones.
  */
-async function sweep(id: string, start: StartTarget): Promise<{ bestRate: number; steps: StepResult[]; interruptedBy?: string }> {
-  const steps: StepResult[] = [];
-  const session: { run?: Run; opened: number } = { opened: 0 };
-  const passes = async (rate: number) => {
-    const run = session.run ?? (session.run = await openRun(start, `${id}-fanout${session.opened++}`, FANOUT_CLIENTS, FANOUT_SOURCES));
-    process.stderr.write(`  ${rate} events/s … `);
-    const step = await measureStep(run, `${id}-r${rate}`, rate, settings.stepMs);
-    steps.push(step);
-    process.stderr.write(`${(step.fraction * 100).toFixed(1)}% delivered, p99 ${step.latency.p99Ms.toFixed(2)} ms\n`);
-    if (!step.pass) {
-      session.run = undefined;
-      await started.release(run);
-    }
-    return step.pass;
-  };
-  let pass: number | undefined;
-  let fail: number | undefined;
+async function sweepAll(paths: readonly Path[]): Promise<Map<string, SweepResult>> {
+  const sweeps = paths.map((path): Sweep => ({ path, search: new RateSearch(settings), steps: [], run: undefined, opened: 0, stoppedBy: undefined, retrying: false }));
+  const active = () => sweeps.filter((sweep) => sweep.stoppedBy === undefined && sweep.search.next !== undefined);
   try {
-    for (let rate = settings.firstRate; rate <= settings.maxRate && fail === undefined; rate *= 2) {
-      if (await passes(rate)) pass = rate;
-      else fail = rate;
+    for (let round = 0; active().length > 0; round++) {
+      const turn = active();
+      for (let i = 0; i < turn.length; i++) await takeStep(turn[(round + i) % turn.length]!);
+      // A path that has finished holds no servers while the others go on.
+      for (const sweep of sweeps) {
+        if (sweep.run !== undefined && !active().includes(sweep)) await releaseRun(sweep);
+      }
     }
-    for (let rate = settings.firstRate / 2; pass === undefined && rate >= MIN_RATE; rate /= 2) {
-      if (await passes(rate)) pass = rate;
-      else fail = rate;
-    }
-    for (let i = 0; i < settings.refineSteps && pass !== undefined && fail !== undefined; i++) {
-      const rate = Math.round((pass + fail) / 2);
-      if (await passes(rate)) pass = rate;
-      else fail = rate;
-    }
-  } catch (err) {
-    // Steps already measured still count; the table says the sweep was cut short.
-    if (steps.length === 0) throw err;
-    const interruptedBy = oneLineReason(err instanceof Error ? err.message : String(err));
-    process.stderr.write(`  sweep interrupted: ${interruptedBy}\n`);
-    return { bestRate: pass ?? 0, steps, interruptedBy };
   } finally {
-    if (session.run !== undefined) await started.release(session.run);
+    for (const sweep of sweeps) await releaseRun(sweep);
   }
-  return { bestRate: pass ?? 0, steps };
+  return new Map(
+    sweeps.map((sweep): [string, SweepResult] => {
+      // A path that measured nothing failed; steps already measured still count, and the table says the sweep was cut short.
+      if (sweep.steps.length === 0) return [sweep.path.id, { ok: false, reason: sweep.stoppedBy ?? 'no step was measured' }];
+      const interruptedBy = sweep.stoppedBy === undefined ? {} : { interruptedBy: sweep.stoppedBy };
+      return [sweep.path.id, { ok: true, value: { bestRate: sweep.search.best ?? 0, steps: sweep.steps, ...interruptedBy } }];
+    }),
+  );
+}
+
+/**
+ * Latency at LATENCY_RATE for every path, in windows that take turns (settings.latencyWindows): every
+ * path's servers and clients stay up, and each path's windows add up to one measurement.
+ */
+async function latencyInTurns(paths: readonly Path[]): Promise<Map<string, Outcome<StepResult>>> {
+  const outcomes = new Map<string, Outcome<StepResult>>();
+  const open: Array<{ readonly path: Path; readonly run: Run; readonly measurement: Measurement }> = [];
+  const fail = (path: Path, err: unknown) => outcomes.set(path.id, { ok: false, reason: oneLineReason(err instanceof Error ? err.message : String(err)) });
+  try {
+    for (const path of paths) {
+      try {
+        const run = await openRun(path, `${path.id}-latency`, LATENCY_CLIENTS, LATENCY_SOURCES);
+        open.push({ path, run, measurement: await Measurement.start(run, `${path.id}-lat`) });
+      } catch (err) {
+        fail(path, err);
+      }
+    }
+    for (let window = 0; window < settings.latencyWindows; window++) {
+      const turn = open.filter(({ path }) => !outcomes.has(path.id));
+      for (let i = 0; i < turn.length; i++) {
+        const { path, measurement } = turn[(window + i) % turn.length]!;
+        await measurement.window(LATENCY_RATE, settings.latencyMs / settings.latencyWindows).catch((err: unknown) => fail(path, err));
+      }
+    }
+    for (const { path, measurement } of open) {
+      if (outcomes.has(path.id)) continue;
+      outcomes.set(path.id, await attempt(() => measurement.finish()));
+    }
+  } finally {
+    for (const { run } of open) await started.release(run);
+  }
+  return outcomes;
+}
+
+/** Measures a sweep's next rate, opening its servers and clients first when it has none. */
+async function takeStep(sweep: Sweep): Promise<void> {
+  const rate = sweep.search.next!;
+  const { id, label } = sweep.path;
+  try {
+    const run = sweep.run ?? (sweep.run = await openRun(sweep.path, `${id}-fanout${sweep.opened++}`, FANOUT_CLIENTS, FANOUT_SOURCES));
+    const step = await measureStep(run, `${id}-r${rate}`, rate, settings.stepMs);
+    sweep.steps.push(step);
+    // Noise on a shared machine only ever makes a step worse, so a failure counts once it repeats.
+    const decides = step.pass || sweep.retrying || !settings.retryFailedSteps;
+    process.stderr.write(`  ${label}: ${rate} events/s … ${(step.fraction * 100).toFixed(1)}% delivered, p99 ${step.latency.p99Ms.toFixed(2)} ms${decides ? '' : ' (failed; measured again on fresh servers)'}\n`);
+    sweep.retrying = !decides;
+    if (decides) sweep.search.record(step.pass);
+    if (!step.pass) await releaseRun(sweep);
+  } catch (err) {
+    sweep.stoppedBy = oneLineReason(err instanceof Error ? err.message : String(err));
+    process.stderr.write(`  ${label}: sweep stopped at ${rate} events/s: ${sweep.stoppedBy}\n`);
+    await releaseRun(sweep);
+  }
+}
+
+async function releaseRun(sweep: Sweep): Promise<void> {
+  const { run } = sweep;
+  sweep.run = undefined;
+  if (run !== undefined) await started.release(run);
 }
 
 /** Publishes at `rate` for `durationMs` and measures what reached the clients, with everyone's CPU. */
-async function measureStep({ target, fleet }: Run, phase: string, rate: number, durationMs: number): Promise<StepResult> {
-  const connected = (await fleet.count()).open;
-  const countersBefore = await target.podCounters();
-  await fleet.measure(phase);
-  const before = await cpuSnapshot(target);
-  const run = await publishPaced(nc, phase, rate, durationMs);
-  const expected = run.published * connected;
-  await fleet.waitForDeliveries(expected, DRAIN);
-  const report = await fleet.report();
-  const after = await cpuSnapshot(target);
-  const countersAfter = await target.podCounters();
-  const wallSeconds = (after.at - before.at) / 1000;
-  const percent = (seconds: number) => (seconds / wallSeconds) * 100;
-  const fraction = expected === 0 ? 0 : report.delivered / expected;
-  return {
-    rate,
-    published: run.published,
-    clients: connected,
-    delivered: report.delivered,
-    fraction,
-    deliveriesPerSecond: report.delivered / (run.elapsedMs / 1000),
-    latency: report.latency,
-    pass: fraction >= DELIVERY_FLOOR && report.latency.p99Ms < P99_CEILING_MS,
-    closes: report.closes,
-    cpuPercent: {
-      server: Object.fromEntries(Object.entries(after.server).map(([role, s]) => [role, percent(s - (before.server[role] ?? 0))])),
-      nats: percent(after.nats - before.nats),
-      redis: percent(after.redis - before.redis),
-      publisher: (run.cpuMs / run.elapsedMs) * 100,
-      clients: percent(report.cpuMs / 1000),
-      machine: percent(after.machine - before.machine),
-    },
-    podCounters: deltas(countersBefore, countersAfter),
-  };
+async function measureStep(run: Run, phase: string, rate: number, durationMs: number): Promise<StepResult> {
+  const measurement = await Measurement.start(run, phase);
+  await measurement.window(rate, durationMs);
+  return measurement.finish();
 }
 
-async function cpuSnapshot(target: FanoutTarget): Promise<{ at: number; server: Record<string, number>; nats: number; redis: number; machine: number }> {
+async function cpuSnapshot({ redis, nats }: Testbed, target: FanoutTarget) {
   const info = await redis.client.info('cpu');
   const read = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? 0);
   const server = Object.fromEntries(Object.entries(target.serverPids()).map(([role, pid]) => [role, cpuSecondsOf(pid)]));

@@ -114,7 +114,9 @@ function targetLines(results: readonly ScenarioResult[]): string[] {
     const latency = over === undefined ? 'not measured' : `${over <= allowance ? 'met' : 'MISSED'} (${signedMs(over)} ms${sendOver === undefined ? '' : ` [${signedMs(sendOver)} ms]`})`;
     lines.push(`- ${result.label}: fan-out ≥ ${FANOUT_RATIO_TARGET} × bare: ${fanout}; p99 within ${allowance} ms of bare: ${latency}`);
   }
-  lines.push('- the sweep doubles the rate until a step fails, then bisects, so fan-out ratios are only as fine as those steps (every step is in the JSON).');
+  lines.push(
+    '- the paths sweep in turns: each doubles the rate until a step fails (a failed step is measured again on fresh servers, and only a second failure counts), then bisects, so fan-out ratios are only as fine as those steps (every step is in the JSON).',
+  );
   return lines;
 }
 

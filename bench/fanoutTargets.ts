@@ -15,10 +15,10 @@ const BARE_START_TIMEOUT_MS = 10_000;
 const TOKEN_LIFETIME_MS = 3_600_000;
 /** Switchboard's counters of events in, fanned out (by outcome) and rejected. */
 const EVENT_COUNTER_PREFIX = 'switchboard_events_';
-/** pino's warn level; warnings and errors are counted by message, to explain a failed step. */
-const WARN_LEVEL = 40;
+/** The pods' log levels (pino labels) counted by message, to explain a failed step. */
+const COUNTED_LEVELS = new Set(['warn', 'error', 'fatal']);
 
-/** The shared infrastructure every target runs against. */
+/** The Redis and NATS a target runs against, with the keys its pods share. */
 export interface Infra {
   readonly redisUrl: string;
   readonly natsUrl: string;
@@ -198,8 +198,8 @@ async function countersOf(pod: TestGateway): Promise<Record<string, number>> {
     const space = line.lastIndexOf(' ');
     counters[line.slice(0, space)] = Number(line.slice(space + 1));
   }
-  for (const line of pod.logLines((l) => typeof l['level'] === 'number' && l['level'] >= WARN_LEVEL)) {
-    const key = `log ${line['level'] === WARN_LEVEL ? 'warn' : 'error'}: ${String(line['msg'])}`;
+  for (const line of pod.logLines((l) => COUNTED_LEVELS.has(String(l['level'])))) {
+    const key = `log ${String(line['level'])}: ${String(line['msg'])}`;
     counters[key] = (counters[key] ?? 0) + 1;
   }
   return counters;
