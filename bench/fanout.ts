@@ -6,9 +6,10 @@
 // Client processes share this machine's cores with the servers, so only the difference from
 // the bare server means anything. The paths take turns, step by step in the fan-out sweeps and
 // window by window in the latency measurement, so a drift in the machine's speed reaches them all
-// alike; each path has a Redis and a NATS of its own. A failed sweep step is measured once more
-// on fresh servers and only a second failure counts. Run `node dist/bench/fanout.js [--quick]` after a build;
-// figures go to stdout as a markdown table and to bench/results/fanout.json.
+// alike; each path has a Redis and a NATS of its own. A sweep step that nearly passed is measured
+// once more on fresh servers, and only a second failure counts.
+// Run `node dist/bench/fanout.js [--quick]` after a build; figures go to stdout as a markdown
+// table and to bench/results/fanout.json.
 //   --quick                   fewer rates, shorter windows (about a minute)
 //   --smoke                   a harness check, not a measurement: 50 clients, one short step per path
 //   --out=dir                 where fanout.json goes (default bench/results)
@@ -42,6 +43,8 @@ const SMOKE_SHAPE = { fanoutClients: 50, latencyClients: 20, latencyRate: 100 };
 const DELIVERY_FLOOR = 0.97;
 /** …and p99 stayed under this; past it the clients are lagging, not keeping up. */
 const P99_CEILING_MS = 100;
+/** A failed step this close to passing is measured again (full runs only). */
+const NEAR_MISS = { deliveryFloor: 0.9, p99CeilingMs: 3 * P99_CEILING_MS };
 /** One client process per source address; loopback answers on all of 127/8. */
 const FANOUT_SOURCES = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5'];
 const LATENCY_SOURCES = ['127.0.0.2', '127.0.0.3'];
@@ -65,7 +68,7 @@ const settings = flags.smoke
   ? { firstRate: 50, maxRate: 50, refineSteps: 0, minRate: 25, stepMs: 1000, retryFailedSteps: false, latencyMs: 1000, latencyWindows: 1 }
   : flags.quick
     ? { firstRate: 200, maxRate: 800, refineSteps: 0, minRate: 25, stepMs: 1000, retryFailedSteps: false, latencyMs: 2000, latencyWindows: 1 }
-    : { firstRate: 50, maxRate: 3200, refineSteps: 3, minRate: 25, stepMs: 4000, retryFailedSteps: true, latencyMs: 10_000, latencyWindows: 5 };
+    : { firstRate: 50, maxRate: 3200, refineSteps: 3, minRate: 25, stepMs: 3000, retryFailedSteps: true, latencyMs: 10_000, latencyWindows: 5 };
 const { fanoutClients: FANOUT_CLIENTS, latencyClients: LATENCY_CLIENTS, latencyRate: LATENCY_RATE } = flags.smoke ? SMOKE_SHAPE : DEFAULT_SHAPE;
 const OUT_DIR = flags.out ?? fileURLToPath(new URL('../../bench/results/', import.meta.url));
 const bareSource: BareOptions['source'] = flags['bare-source'] === 'core' ? 'core' : 'jetstream';
@@ -356,8 +359,10 @@ async function takeStep(sweep: Sweep): Promise<void> {
     const run = sweep.run ?? (sweep.run = await openRun(sweep.path, `${id}-fanout${sweep.opened++}`, FANOUT_CLIENTS, FANOUT_SOURCES));
     const step = await measureStep(run, `${id}-r${rate}`, rate, settings.stepMs);
     sweep.steps.push(step);
-    // Noise on a shared machine only ever makes a step worse, so a failure counts once it repeats.
-    const decides = step.pass || sweep.retrying || !settings.retryFailedSteps;
+    // Noise on a shared machine only ever makes a step worse, so a near miss counts once it
+    // repeats; a step far past what the clients keep up with is not worth a second look.
+    const nearMiss = step.fraction >= NEAR_MISS.deliveryFloor && step.latency.p99Ms < NEAR_MISS.p99CeilingMs;
+    const decides = step.pass || sweep.retrying || !nearMiss || !settings.retryFailedSteps;
     process.stderr.write(`  ${label}: ${rate} events/s … ${(step.fraction * 100).toFixed(1)}% delivered, p99 ${step.latency.p99Ms.toFixed(2)} ms${decides ? '' : ' (failed; measured again on fresh servers)'}\n`);
     sweep.retrying = !decides;
     if (decides) sweep.search.record(step.pass);
