@@ -17,8 +17,6 @@ declare module 'ioredis' {
 const KEY_PREFIX = 'route:';
 /** Every change of a route's pods is announced here (the route key), so pods can keep copies. */
 export const ROUTE_CHANGES_CHANNEL = 'route_changes';
-/** Confirmations wait this long to share one PING: an ack waits at most this much longer. */
-const CONFIRM_COALESCE_MS = 2;
 /** Past this many remembered changes the record restarts (and every copy with it). */
 const MAX_CHANGES_TRACKED = 10_000;
 /** Copies kept at most (chat routes are many); the oldest goes first. */
@@ -30,6 +28,11 @@ interface OwnersCopy {
   /** The change count when the lookup was sent: a later change to the route makes the copy suspect. */
   readonly changesAtLookup: number;
   readonly epoch: number;
+}
+
+interface ConfirmWaiter {
+  readonly resolve: () => void;
+  readonly reject: (err: unknown) => void;
 }
 
 interface HeldRoute {
@@ -59,8 +62,8 @@ export class RedisRoutes implements RouteRegistry {
   /** Bumped whenever announcements may have been missed (the subscriber connection dropped): every copy is suspect. */
   #epoch = 0;
   #listening = false;
-  #confirmWaiters: Array<{ readonly resolve: () => void; readonly reject: (err: unknown) => void }> = [];
-  #confirmTimer: NodeJS.Timeout | undefined;
+  #confirmWaiters: ConfirmWaiter[] = [];
+  #pingInFlight = false;
   #refreshTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -137,7 +140,6 @@ export class RedisRoutes implements RouteRegistry {
   /** Removes this pod from every route it still holds. */
   async stop(): Promise<void> {
     clearInterval(this.#refreshTimer);
-    clearTimeout(this.#confirmTimer);
     for (const waiter of this.#confirmWaiters.splice(0)) waiter.resolve();
     this.#forgetAll(false);
     const keys = [...this.#held.keys()];
@@ -182,21 +184,29 @@ export class RedisRoutes implements RouteRegistry {
 
   /**
    * Resolves after a PING on the subscriber connection comes back: Redis answers it after every
-   * message it published to this connection before it. Callers within a couple of milliseconds
-   * share one PING; each one's PING is sent after it asked.
+   * message it published to this connection before it. One PING is out at a time; whoever asks
+   * while it is out waits for the next one, sent when it returns, so each caller's PING is sent
+   * after it asked. An idle pod sends at once; a busy one shares one PING per round trip.
    */
   #heardEverythingSentBefore(): Promise<void> {
     return new Promise((resolve, reject) => {
       this.#confirmWaiters.push({ resolve, reject });
-      this.#confirmTimer ??= setTimeout(() => {
-        this.#confirmTimer = undefined;
-        const waiters = this.#confirmWaiters.splice(0);
-        this.redis.subscriber.ping().then(
-          () => waiters.forEach((waiter) => waiter.resolve()),
-          (err: unknown) => waiters.forEach((waiter) => waiter.reject(err)),
-        );
-      }, CONFIRM_COALESCE_MS);
+      if (!this.#pingInFlight) this.#sendConfirmPing();
     });
+  }
+
+  #sendConfirmPing(): void {
+    const waiters = this.#confirmWaiters.splice(0);
+    this.#pingInFlight = true;
+    const settle = (settleOne: (waiter: ConfirmWaiter) => void) => {
+      this.#pingInFlight = false;
+      waiters.forEach(settleOne);
+      if (this.#confirmWaiters.length > 0) this.#sendConfirmPing();
+    };
+    this.redis.subscriber.ping().then(
+      () => settle((waiter) => waiter.resolve()),
+      (err: unknown) => settle((waiter) => waiter.reject(err)),
+    );
   }
 
   async #refreshAll(): Promise<void> {
