@@ -10,7 +10,7 @@
 // once more, and only a second failure counts.
 // Run `node dist/bench/fanout.js [--quick]` after a build; figures go to stdout as a markdown
 // table and to bench/results/fanout.json.
-//   --quick                   fewer rates, shorter windows (about a minute)
+//   --quick                   fewer rates, shorter windows, no second tries (under a minute)
 //   --smoke                   a harness check, not a measurement: 50 clients, one short step per path
 //   --out=dir                 where fanout.json goes (default bench/results)
 //   --scenarios=a,b           any of bare, bare-send, socketio, socketio-cross, one-pod, cross-pod (default all six)
@@ -48,10 +48,6 @@ const NEAR_MISS = { deliveryFloor: 0.9, p99CeilingMs: 3 * P99_CEILING_MS };
 /** One client process per source address; loopback answers on all of 127/8. */
 const FANOUT_SOURCES = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5'];
 const LATENCY_SOURCES = ['127.0.0.2', '127.0.0.3'];
-/** Enough events for the servers' hot paths to be compiled before a step is measured. */
-const WARMUP = { rate: 100, durationMs: 1000, timeoutMs: 5000 };
-/** After publishing, deliveries may trail; stop waiting once none arrived for QUIET_MS. */
-const DRAIN = { quietMs: 500, maxMs: 3000 };
 /** What a failed step left behind may take this long to arrive before its servers are replaced. */
 const BACKLOG = { quietMs: 2000, maxMs: 10_000 };
 
@@ -64,13 +60,41 @@ const { values: flags } = parseArgs({
     'bare-source': { type: 'string', default: 'jetstream' },
   },
 });
-// Quick and smoke runs neither measure a failed step twice nor cut the latency window: they are
-// for a first look, and each extra step or window costs a drain and CPU readings.
-const settings = flags.smoke
-  ? { firstRate: 50, maxRate: 50, refineSteps: 0, minRate: 25, stepMs: 1000, retryFailedSteps: false, latencyMs: 1000, latencyWindows: 1 }
-  : flags.quick
-    ? { firstRate: 200, maxRate: 800, refineSteps: 0, minRate: 25, stepMs: 1000, retryFailedSteps: false, latencyMs: 2000, latencyWindows: 1 }
-    : { firstRate: 50, maxRate: 3200, refineSteps: 3, minRate: 25, stepMs: 3000, retryFailedSteps: true, latencyMs: 10_000, latencyWindows: 5 };
+const FULL = {
+  firstRate: 50,
+  maxRate: 3200,
+  refineSteps: 3,
+  minRate: 25,
+  stepMs: 3000,
+  /** A near miss is measured again. */
+  retryFailedSteps: true,
+  /** A failed step's backlog is delivered, so the servers stay warm. */
+  keepServersAfterFailure: true,
+  latencyMs: 10_000,
+  latencyWindows: 5,
+  /** Proves the path works end to end and gives the servers' hot paths time to be compiled. */
+  warmUp: { rate: 100, durationMs: 1000 },
+  /** After publishing, a step waits for trailing deliveries until none arrived for `quietMs` or `maxMs` passed. */
+  drain: { quietMs: 500, maxMs: 3000 },
+};
+// Quick and smoke runs are a first look: no second tries, no waiting for backlogs, one latency window.
+const QUICK: typeof FULL = {
+  ...FULL,
+  firstRate: 200,
+  maxRate: 800,
+  refineSteps: 0,
+  stepMs: 1000,
+  retryFailedSteps: false,
+  keepServersAfterFailure: false,
+  latencyMs: 2000,
+  latencyWindows: 1,
+  warmUp: { rate: 50, durationMs: 400 },
+  drain: { quietMs: 300, maxMs: 1500 },
+};
+const SMOKE: typeof FULL = { ...QUICK, firstRate: 50, maxRate: 50, latencyMs: 1000 };
+const settings = flags.smoke ? SMOKE : flags.quick ? QUICK : FULL;
+/** A warm-up that has not reached every client by then fails the path. */
+const WARM_UP_TIMEOUT_MS = 5000;
 const { fanoutClients: FANOUT_CLIENTS, latencyClients: LATENCY_CLIENTS, latencyRate: LATENCY_RATE } = flags.smoke ? SMOKE_SHAPE : DEFAULT_SHAPE;
 const OUT_DIR = flags.out ?? fileURLToPath(new URL('../../bench/results/', import.meta.url));
 const bareSource: BareOptions['source'] = flags['bare-source'] === 'core' ? 'core' : 'jetstream';
@@ -105,8 +129,7 @@ interface Path {
 
 // Every path gets a Redis and a NATS of its own: paths take turns while each keeps its servers up,
 // and a server that could read another path's events would fan those out to its clients too.
-const paths: Path[] = [];
-for (const id of chosen) paths.push({ id, ...scenarios[id]!, testbed: await startInfra(started, podNodeArgs) });
+const paths: Path[] = await Promise.all(chosen.map(async (id) => ({ id, ...scenarios[id]!, testbed: await startInfra(started, podNodeArgs) })));
 
 // Declared before the run below uses it: a class, unlike a function, is not hoisted.
 /**
@@ -144,7 +167,7 @@ class Measurement {
     this.#published += published.published;
     this.#publishMs += published.elapsedMs;
     this.#publisherCpuMs += published.cpuMs;
-    await fleet.waitForDeliveries(this.#published * this.connected, DRAIN);
+    await fleet.waitForDeliveries(this.#published * this.connected, settings.drain);
     const after = await cpuSnapshot(testbed, target);
     this.#wallSeconds += (after.at - before.at) / 1000;
     const spent = this.#cpuSeconds;
@@ -265,10 +288,10 @@ async function openRun({ start, testbed }: Path, userPrefix: string, clients: nu
 async function warmUp(nc: NatsConnection, fleet: ClientFleet, tag: string): Promise<void> {
   const phase = `${tag}-warm`;
   await fleet.measure(phase);
-  const run = await publishPaced(nc, phase, WARMUP.rate, WARMUP.durationMs);
+  const run = await publishPaced(nc, phase, settings.warmUp.rate, settings.warmUp.durationMs);
   const expected = run.published * fleet.connected;
-  const delivered = await fleet.waitForDeliveries(expected, { quietMs: WARMUP.timeoutMs, maxMs: WARMUP.timeoutMs });
-  if (delivered === 0) throw new Error(`no event reached any client within ${WARMUP.timeoutMs} ms: is a pod consuming ${STREAM}?`);
+  const delivered = await fleet.waitForDeliveries(expected, { quietMs: WARM_UP_TIMEOUT_MS, maxMs: WARM_UP_TIMEOUT_MS });
+  if (delivered === 0) throw new Error(`no event reached any client within ${WARM_UP_TIMEOUT_MS} ms: is a pod consuming ${STREAM}?`);
   if (delivered < expected) throw new Error(`warm-up delivered ${delivered} of ${expected} events`);
 }
 
@@ -328,14 +351,19 @@ async function latencyInTurns(paths: readonly Path[]): Promise<Map<string, Outco
   const open: Array<{ readonly path: Path; readonly run: Run; readonly measurement: Measurement }> = [];
   const fail = (path: Path, err: unknown) => outcomes.set(path.id, { ok: false, reason: oneLineReason(err instanceof Error ? err.message : String(err)) });
   try {
-    for (const path of paths) {
-      try {
-        const run = await openRun(path, `${path.id}-latency`, LATENCY_CLIENTS, LATENCY_SOURCES);
-        open.push({ path, run, measurement: await Measurement.start(run, `${path.id}-lat`) });
-      } catch (err) {
-        fail(path, err);
-      }
-    }
+    // Opened side by side: nothing is measured yet.
+    await Promise.all(
+      paths.map(async (path) => {
+        try {
+          const run = await openRun(path, `${path.id}-latency`, LATENCY_CLIENTS, LATENCY_SOURCES);
+          open.push({ path, run, measurement: await Measurement.start(run, `${path.id}-lat`) });
+        } catch (err) {
+          fail(path, err);
+        }
+      }),
+    );
+    // Turns follow the order paths were given in, whatever order they opened in.
+    open.sort((a, b) => paths.indexOf(a.path) - paths.indexOf(b.path));
     for (let window = 0; window < settings.latencyWindows; window++) {
       const turn = open.filter(({ path }) => !outcomes.has(path.id));
       for (let i = 0; i < turn.length; i++) {
@@ -358,7 +386,7 @@ async function takeStep(sweep: Sweep): Promise<void> {
   const rate = sweep.search.next!;
   const { id, label } = sweep.path;
   try {
-    const run = sweep.run ?? (sweep.run = await openRun(sweep.path, `${id}-fanout${sweep.opened++}`, FANOUT_CLIENTS, FANOUT_SOURCES));
+    const run = sweep.run ?? (await openFor(sweep));
     const step = await measureStep(run, `${id}-r${rate}`, rate, settings.stepMs);
     sweep.steps.push(step);
     // Noise on a shared machine only ever makes a step worse, so a near miss counts once it
@@ -368,12 +396,25 @@ async function takeStep(sweep: Sweep): Promise<void> {
     process.stderr.write(`  ${label}: ${rate} events/s … ${(step.fraction * 100).toFixed(1)}% delivered, p99 ${step.latency.p99Ms.toFixed(2)} ms${decides ? '' : ' (failed; measured again)'}\n`);
     sweep.retrying = !decides;
     if (decides) sweep.search.record(step.pass);
-    if (!step.pass && !(await backlogDelivered(run, step))) await releaseRun(sweep);
+    if (step.pass) return;
+    const stepsLeft = sweep.retrying || sweep.search.next !== undefined;
+    if (!stepsLeft || !settings.keepServersAfterFailure || !(await backlogDelivered(run, step))) await releaseRun(sweep);
   } catch (err) {
-    sweep.stoppedBy = oneLineReason(err instanceof Error ? err.message : String(err));
-    process.stderr.write(`  ${label}: sweep stopped at ${rate} events/s: ${sweep.stoppedBy}\n`);
-    await releaseRun(sweep);
+    await stopSweep(sweep, err);
   }
+}
+
+/** Opens fresh servers and clients for a sweep. */
+async function openFor(sweep: Sweep): Promise<Run> {
+  sweep.run = await openRun(sweep.path, `${sweep.path.id}-fanout${sweep.opened++}`, FANOUT_CLIENTS, FANOUT_SOURCES);
+  return sweep.run;
+}
+
+/** Ends a sweep early: its steps so far still count, and the table says why it stopped. */
+async function stopSweep(sweep: Sweep, err: unknown): Promise<void> {
+  sweep.stoppedBy = oneLineReason(err instanceof Error ? err.message : String(err));
+  process.stderr.write(`  ${sweep.path.label}: sweep stopped at ${sweep.search.next ?? 0} events/s: ${sweep.stoppedBy}\n`);
+  await releaseRun(sweep);
 }
 
 /**

@@ -32,7 +32,7 @@ const DESCRIPTOR_MARGIN = 500;
 const SOURCES = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5', '127.0.0.6', '127.0.0.7', '127.0.0.8', '127.0.0.9'];
 /** Idle time before each memory reading, so the accept burst's garbage and buffers can settle. */
 const SETTLE_MS = 3000;
-const SHORT_SETTLE_MS = 1000;
+const SHORT_SETTLE_MS = 500;
 const TARGET_IDS = ['switchboard', 'bare', 'socketio'] as const;
 type TargetId = (typeof TARGET_IDS)[number];
 
@@ -64,7 +64,7 @@ const { values: flags } = parseArgs({
   },
 });
 const fdLimit = openFilesLimit();
-const wanted = flags.connections !== undefined ? Number(flags.connections) : flags.smoke ? 200 : flags.quick ? 2000 : TARGET_CONNECTIONS;
+const wanted = flags.connections !== undefined ? Number(flags.connections) : flags.smoke ? 200 : flags.quick ? 1000 : TARGET_CONNECTIONS;
 const connections = Math.min(wanted, fdLimit - DESCRIPTOR_MARGIN);
 const settleMs = flags.quick || flags.smoke ? SHORT_SETTLE_MS : SETTLE_MS;
 const chosen = flags.targets.split(',') as TargetId[];

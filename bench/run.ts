@@ -2,8 +2,8 @@
 // uWebSockets.js ceiling and Socket.IO 4) measured in the same run, side by side.
 //
 //   node dist/bench/run.js            fan-out + latency (one pod, across pods), connect storm and
-//                                     takeover, idle capacity, slow consumers (about 5 minutes)
-//   node dist/bench/run.js --quick    the same with shorter windows and fewer connections (about a minute)
+//                                     takeover, idle capacity, slow consumers (6½–8 minutes)
+//   node dist/bench/run.js --quick    the same with shorter windows and fewer connections (70–95 s)
 //   node dist/bench/run.js --smoke    a check that the harness runs (bare + one pod, tiny), not a measurement
 //   --out=dir                         where the results go (default bench/results)
 //
