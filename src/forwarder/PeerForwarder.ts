@@ -22,15 +22,8 @@ interface Pending {
   readonly reject: (err: Error) => void;
 }
 
-// Events bound for one peer travel in batches of up to this many.
+// Events bound for one peer in the same turn of the event loop travel in one batch, up to this many.
 const MAX_BATCH = 256;
-/**
- * Batches a peer has unanswered at most; events queue behind them and leave together once one is
- * answered. An idle pipe sends at once; a busy one sends fewer, larger batches, and the receiving
- * pod writes each batch to its sockets in one turn (uWS then sends each socket one write for the
- * whole batch instead of one per event) and reads its next batch only after that.
- */
-const MAX_BATCHES_IN_FLIGHT = 2;
 const IDLE_PEER_MS = 5 * 60_000;
 
 /**
@@ -115,7 +108,6 @@ class Peer {
   readonly breaker: CircuitBreaker<[readonly Pending[]], PushReply>;
   queue: Pending[] = [];
   flushScheduled = false;
-  batchesInFlight = 0;
   lastUsedMs = Date.now();
   #stream: BatchStream | undefined;
 
@@ -211,7 +203,11 @@ export class PeerForwarder implements PeerPush {
     peer.lastUsedMs = Date.now();
     return new Promise((resolve, reject) => {
       peer.queue.push({ event, resolve, reject });
-      this.#scheduleFlush(peer);
+      if (peer.queue.length >= MAX_BATCH) this.#flush(peer);
+      else if (!peer.flushScheduled) {
+        peer.flushScheduled = true;
+        setImmediate(() => this.#flush(peer));
+      }
     });
   }
 
@@ -231,18 +227,10 @@ export class PeerForwarder implements PeerPush {
     return peer;
   }
 
-  /** Sends what is queued at the end of this turn, so events of one turn share a batch; only when a batch may leave. */
-  #scheduleFlush(peer: Peer): void {
-    if (peer.flushScheduled || peer.queue.length === 0 || peer.batchesInFlight >= MAX_BATCHES_IN_FLIGHT) return;
-    peer.flushScheduled = true;
-    setImmediate(() => this.#flush(peer));
-  }
-
   #flush(peer: Peer): void {
     peer.flushScheduled = false;
-    while (peer.queue.length > 0 && peer.batchesInFlight < MAX_BATCHES_IN_FLIGHT) {
+    while (peer.queue.length > 0) {
       const batch = peer.queue.splice(0, MAX_BATCH);
-      peer.batchesInFlight++;
       peer.breaker.fire(batch).then(
         () => {
           for (const pending of batch) pending.resolve();
@@ -253,10 +241,7 @@ export class PeerForwarder implements PeerPush {
           const error = err instanceof Error ? err : new Error(String(err));
           for (const pending of batch) pending.reject(error);
         },
-      ).finally(() => {
-        peer.batchesInFlight--;
-        this.#scheduleFlush(peer);
-      });
+      );
     }
   }
 
