@@ -72,12 +72,15 @@ const FULL = {
   keepServersAfterFailure: true,
   latencyMs: 10_000,
   latencyWindows: 5,
+  /** An unmeasured window at the latency rate before the measured ones (0: none). */
+  latencyWarmUpMs: 2000,
   /** Proves the path works end to end and gives the servers' hot paths time to be compiled. */
   warmUp: { rate: 100, durationMs: 1000 },
   /** After publishing, a step waits for trailing deliveries until none arrived for `quietMs` or `maxMs` passed. */
   drain: { quietMs: 500, maxMs: 3000 },
 };
-// Quick and smoke runs are a first look: no second tries, no waiting for backlogs, one latency window.
+// Quick and smoke runs are a first look: no second tries, no waiting for backlogs, one latency window
+// and no unmeasured one before it.
 const QUICK: typeof FULL = {
   ...FULL,
   firstRate: 200,
@@ -88,6 +91,7 @@ const QUICK: typeof FULL = {
   keepServersAfterFailure: false,
   latencyMs: 2000,
   latencyWindows: 1,
+  latencyWarmUpMs: 0,
   warmUp: { rate: 50, durationMs: 400 },
   drain: { quietMs: 300, maxMs: 1500 },
 };
@@ -344,19 +348,20 @@ async function sweepAll(paths: readonly Path[]): Promise<Map<string, SweepResult
 
 /**
  * Latency at LATENCY_RATE for every path, in windows that take turns (settings.latencyWindows): every
- * path's servers and clients stay up, and each path's windows add up to one measurement.
+ * path's servers and clients stay up, and each path's windows add up to one measurement. In a
+ * full run each path first gets one unmeasured window at that rate.
  */
 async function latencyInTurns(paths: readonly Path[]): Promise<Map<string, Outcome<StepResult>>> {
   const outcomes = new Map<string, Outcome<StepResult>>();
-  const open: Array<{ readonly path: Path; readonly run: Run; readonly measurement: Measurement }> = [];
+  const open: Array<{ readonly path: Path; readonly run: Run }> = [];
   const fail = (path: Path, err: unknown) => outcomes.set(path.id, { ok: false, reason: oneLineReason(err instanceof Error ? err.message : String(err)) });
+  const live = () => open.filter(({ path }) => !outcomes.has(path.id));
   try {
     // Opened side by side: nothing is measured yet.
     await Promise.all(
       paths.map(async (path) => {
         try {
-          const run = await openRun(path, `${path.id}-latency`, LATENCY_CLIENTS, LATENCY_SOURCES);
-          open.push({ path, run, measurement: await Measurement.start(run, `${path.id}-lat`) });
+          open.push({ path, run: await openRun(path, `${path.id}-latency`, LATENCY_CLIENTS, LATENCY_SOURCES) });
         } catch (err) {
           fail(path, err);
         }
@@ -364,17 +369,25 @@ async function latencyInTurns(paths: readonly Path[]): Promise<Map<string, Outco
     );
     // Turns follow the order paths were given in, whatever order they opened in.
     open.sort((a, b) => paths.indexOf(a.path) - paths.indexOf(b.path));
+    // One unmeasured window at the measured rate first: a pod's CPU per event takes seconds of
+    // traffic to settle, and the first window would otherwise measure its compiler.
+    for (const { path, run } of settings.latencyWarmUpMs > 0 ? live() : []) {
+      await Measurement.start(run, `${path.id}-lat-warm`)
+        .then((warm) => warm.window(LATENCY_RATE, settings.latencyWarmUpMs))
+        .catch((err: unknown) => fail(path, err));
+    }
+    const measurements = new Map<Path, Measurement>();
+    for (const { path, run } of live()) {
+      await Measurement.start(run, `${path.id}-lat`).then((measurement) => measurements.set(path, measurement), (err: unknown) => fail(path, err));
+    }
     for (let window = 0; window < settings.latencyWindows; window++) {
-      const turn = open.filter(({ path }) => !outcomes.has(path.id));
+      const turn = live();
       for (let i = 0; i < turn.length; i++) {
-        const { path, measurement } = turn[(window + i) % turn.length]!;
-        await measurement.window(LATENCY_RATE, settings.latencyMs / settings.latencyWindows).catch((err: unknown) => fail(path, err));
+        const { path } = turn[(window + i) % turn.length]!;
+        await measurements.get(path)!.window(LATENCY_RATE, settings.latencyMs / settings.latencyWindows).catch((err: unknown) => fail(path, err));
       }
     }
-    for (const { path, measurement } of open) {
-      if (outcomes.has(path.id)) continue;
-      outcomes.set(path.id, await attempt(() => measurement.finish()));
-    }
+    for (const { path } of live()) outcomes.set(path.id, await attempt(() => measurements.get(path)!.finish()));
   } finally {
     for (const { run } of open) await started.release(run);
   }
