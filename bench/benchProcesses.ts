@@ -67,3 +67,12 @@ export async function startInfra(started: StartedProcesses, podNodeArgs: readonl
   await jsm.streams.add({ name: STREAM, subjects: [STREAM_SUBJECTS] }).catch(() => undefined);
   return { infra: { redisUrl: redis.url, natsUrl: nats.url, jsm, keys: randomKeys(), podNodeArgs }, nc, redis, nats };
 }
+
+/** The names in a comma-separated flag, each one of `known`; otherwise an error that lists the choices. */
+export function chooseFrom<T extends string>(flag: string, known: readonly T[], what: string): T[] {
+  const isKnown = (name: string): name is T => (known as readonly string[]).includes(name);
+  return flag.split(',').map((name) => {
+    if (!isKnown(name)) throw new Error(`unknown ${what} ${name}: use ${known.join(', ')}`);
+    return name;
+  });
+}

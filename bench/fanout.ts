@@ -28,7 +28,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { NatsConnection } from 'nats';
-import { startInfra, StartedProcesses, type Testbed } from './benchProcesses.js';
+import { chooseFrom, startInfra, StartedProcesses, type Testbed } from './benchProcesses.js';
 import { ClientFleet } from './clientFleet.js';
 import { renderReport, type ScenarioResult, type StepResult, type Outcome } from './fanoutReport.js';
 import { STREAM } from './fanoutProtocol.js';
@@ -51,12 +51,14 @@ const LATENCY_SOURCES = ['127.0.0.2', '127.0.0.3'];
 /** What a failed step left behind may take this long to arrive before its servers are replaced. */
 const BACKLOG = { quietMs: 2000, maxMs: 10_000 };
 
+const SCENARIO_IDS = ['bare', 'bare-send', 'socketio', 'socketio-cross', 'one-pod', 'cross-pod'] as const;
+
 const { values: flags } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     smoke: { type: 'boolean', default: false },
     out: { type: 'string' },
-    scenarios: { type: 'string', default: 'bare,bare-send,socketio,socketio-cross,one-pod,cross-pod' },
+    scenarios: { type: 'string', default: SCENARIO_IDS.join(',') },
     'bare-source': { type: 'string', default: 'jetstream' },
   },
 });
@@ -102,11 +104,7 @@ const WARM_UP_TIMEOUT_MS = 5000;
 const { fanoutClients: FANOUT_CLIENTS, latencyClients: LATENCY_CLIENTS, latencyRate: LATENCY_RATE } = flags.smoke ? SMOKE_SHAPE : DEFAULT_SHAPE;
 const OUT_DIR = flags.out ?? fileURLToPath(new URL('../../bench/results/', import.meta.url));
 const bareSource: BareOptions['source'] = flags['bare-source'] === 'core' ? 'core' : 'jetstream';
-const SCENARIO_IDS = ['bare', 'bare-send', 'socketio', 'socketio-cross', 'one-pod', 'cross-pod'];
-const chosen = flags.scenarios.split(',');
-for (const id of chosen) {
-  if (!SCENARIO_IDS.includes(id)) throw new Error(`unknown scenario ${id}: use ${SCENARIO_IDS.join(', ')}`);
-}
+const chosen = chooseFrom(flags.scenarios, SCENARIO_IDS, 'scenario');
 
 const started = new StartedProcesses();
 const podNodeArgs = (process.env['BENCH_NODE_ARGS'] ?? '').split(' ').filter((arg) => arg !== '');
@@ -114,7 +112,7 @@ const podNodeArgs = (process.env['BENCH_NODE_ARGS'] ?? '').split(' ').filter((ar
 /** Starts one path's servers on its testbed; Switchboard clients are users `${userPrefix}-N`. */
 type StartTarget = (infra: Infra, userPrefix: string) => Promise<FanoutTarget>;
 
-const scenarios: Record<string, { label: string; start: StartTarget }> = {
+const scenarios: Record<(typeof SCENARIO_IDS)[number], { label: string; start: StartTarget }> = {
   bare: { label: `bare uWS (${bareSource}, app.publish)`, start: (infra) => startBare(infra, { source: bareSource, mode: 'publish' }) },
   'bare-send': { label: `bare uWS (${bareSource}, ws.send loop)`, start: (infra) => startBare(infra, { source: bareSource, mode: 'send' }) },
   socketio: { label: `Socket.IO 4 (${bareSource}, redis adapter)`, start: (infra) => startSocketIo(infra, bareSource) },
@@ -133,7 +131,7 @@ interface Path {
 
 // Every path gets a Redis and a NATS of its own: paths take turns while each keeps its servers up,
 // and a server that could read another path's events would fan those out to its clients too.
-const paths: Path[] = await Promise.all(chosen.map(async (id) => ({ id, ...scenarios[id]!, testbed: await startInfra(started, podNodeArgs) })));
+const paths: Path[] = await Promise.all(chosen.map(async (id) => ({ id, ...scenarios[id], testbed: await startInfra(started, podNodeArgs) })));
 
 // Declared before the run below uses it: a class, unlike a function, is not hoisted.
 /**

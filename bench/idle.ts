@@ -21,7 +21,7 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { startInfra, StartedProcesses } from './benchProcesses.js';
+import { chooseFrom, startInfra, StartedProcesses } from './benchProcesses.js';
 import { ClientFleet } from './clientFleet.js';
 import { startBare, startOnePod, startSocketIo, type FanoutTarget } from './fanoutTargets.js';
 import { residentBytes } from './processMemory.js';
@@ -67,10 +67,7 @@ const fdLimit = openFilesLimit();
 const wanted = flags.connections !== undefined ? Number(flags.connections) : flags.smoke ? 200 : flags.quick ? 1000 : TARGET_CONNECTIONS;
 const connections = Math.min(wanted, fdLimit - DESCRIPTOR_MARGIN);
 const settleMs = flags.quick || flags.smoke ? SHORT_SETTLE_MS : SETTLE_MS;
-const chosen = flags.targets.split(',') as TargetId[];
-for (const id of chosen) {
-  if (!TARGET_IDS.includes(id)) throw new Error(`unknown target ${id}: use ${TARGET_IDS.join(', ')}`);
-}
+const chosen = chooseFrom(flags.targets, TARGET_IDS, 'target');
 
 const started = new StartedProcesses();
 const { infra, nc } = await startInfra(started);

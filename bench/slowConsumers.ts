@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { NatsConnection } from 'nats';
-import { startInfra, StartedProcesses } from './benchProcesses.js';
+import { chooseFrom, startInfra, StartedProcesses } from './benchProcesses.js';
 import { ClientFleet } from './clientFleet.js';
 import type { StalledCounts } from './fanoutProtocol.js';
 import { startBare, startOnePod, type FanoutTarget } from './fanoutTargets.js';
@@ -94,10 +94,7 @@ const { values: flags } = parseArgs({
   },
 });
 const shape = SHAPES[flags.smoke ? 'smoke' : flags.quick ? 'quick' : 'full'];
-const chosen = flags.targets.split(',') as TargetId[];
-for (const id of chosen) {
-  if (!TARGET_IDS.includes(id)) throw new Error(`unknown target ${id}: use ${TARGET_IDS.join(', ')}`);
-}
+const chosen = chooseFrom(flags.targets, TARGET_IDS, 'target');
 
 const started = new StartedProcesses();
 const { infra, nc } = await startInfra(started);
