@@ -1,7 +1,6 @@
 import type { Result } from 'ioredis';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { Pacer } from '../Pacer.js';
 import type { RedisConnection } from '../redis/RedisConnection.js';
 import type { LeaseOptions } from '../sessions/RedisSessions.js';
 import { POD_PREFIX } from './RedisPods.js';
@@ -22,11 +21,6 @@ export const ROUTE_CHANGES_CHANNEL = 'route_changes';
 const MAX_CHANGES_TRACKED = 10_000;
 /** Copies kept at most (chat routes are many); the oldest goes first. */
 const MAX_COPIES = 50_000;
-/**
- * At most one confirming PING per this long. A confirmation only holds back the ack, never the
- * delivery, so a busy pod sends one PING (and one write of acks) for every event of the interval.
- */
-const CONFIRM_INTERVAL_MS = 10;
 
 /** A copy of a route's owners, and what was known when the lookup that made it was sent. */
 interface OwnersCopy {
@@ -70,7 +64,6 @@ export class RedisRoutes implements RouteRegistry {
   #listening = false;
   #confirmWaiters: ConfirmWaiter[] = [];
   #pingInFlight = false;
-  readonly #confirmPacer = new Pacer(CONFIRM_INTERVAL_MS, () => this.#sendConfirmPing());
   #refreshTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -147,7 +140,6 @@ export class RedisRoutes implements RouteRegistry {
   /** Removes this pod from every route it still holds. */
   async stop(): Promise<void> {
     clearInterval(this.#refreshTimer);
-    this.#confirmPacer.cancel();
     for (const waiter of this.#confirmWaiters.splice(0)) waiter.resolve();
     this.#forgetAll(false);
     const keys = [...this.#held.keys()];
@@ -192,14 +184,14 @@ export class RedisRoutes implements RouteRegistry {
 
   /**
    * Resolves after a PING on the subscriber connection comes back: Redis answers it after every
-   * message it published to this connection before it. One PING is out at a time, and at most one
-   * is sent per CONFIRM_INTERVAL_MS; whoever asks meanwhile waits for the next one, so each caller's
-   * PING is sent after it asked. An idle pod sends at once.
+   * message it published to this connection before it. One PING is out at a time; whoever asks
+   * while it is out waits for the next one, sent when it returns, so each caller's PING is sent
+   * after it asked. An idle pod sends at once; a busy one shares one PING per round trip.
    */
   #heardEverythingSentBefore(): Promise<void> {
     return new Promise((resolve, reject) => {
       this.#confirmWaiters.push({ resolve, reject });
-      if (!this.#pingInFlight) this.#confirmPacer.request();
+      if (!this.#pingInFlight) this.#sendConfirmPing();
     });
   }
 
@@ -209,7 +201,7 @@ export class RedisRoutes implements RouteRegistry {
     const settle = (settleOne: (waiter: ConfirmWaiter) => void) => {
       this.#pingInFlight = false;
       waiters.forEach(settleOne);
-      if (this.#confirmWaiters.length > 0) this.#confirmPacer.request();
+      if (this.#confirmWaiters.length > 0) this.#sendConfirmPing();
     };
     this.redis.subscriber.ping().then(
       () => settle((waiter) => waiter.resolve()),
