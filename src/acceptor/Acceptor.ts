@@ -45,7 +45,6 @@ const { SHARED_COMPRESSOR, DISABLED } = uWS as unknown as { readonly SHARED_COMP
 const HARD_PAYLOAD_FACTOR = 4;
 const MISSED_PONGS_BEFORE_CLOSE = 2;
 const DRAIN_STEP_MS = 50;
-const SLOW_CONSUMER_SWEEP_MS = 100;
 // uWS drops a socket's frames past its hard send limit, the 4408 close frame among them (the client
 // would see 1006), so the limit leaves room for what one sweep interval can bring past the ceiling.
 const BACKPRESSURE_FACTOR = 4;
@@ -59,7 +58,6 @@ export class Acceptor {
   readonly #admission: Admission;
   /** This pod's ready connections; dispatch delivers through it. */
   readonly connections: ConnectionIndex;
-  #slowConsumerSweep: NodeJS.Timeout | undefined;
   #listenSocket: us_listen_socket | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
   #accepting = true;
@@ -102,8 +100,6 @@ export class Acceptor {
     this.#listenSocket = socket;
     this.#heartbeat = setInterval(() => this.#sweepHeartbeats(), this.options.heartbeatIntervalMs);
     this.#heartbeat.unref();
-    this.#slowConsumerSweep = setInterval(() => this.#sweepSlowConsumers(), SLOW_CONSUMER_SWEEP_MS);
-    this.#slowConsumerSweep.unref();
     return uWS.us_socket_local_port(socket);
   }
 
@@ -139,7 +135,7 @@ export class Acceptor {
   stop(): void {
     this.stopAccepting();
     clearInterval(this.#heartbeat);
-    clearInterval(this.#slowConsumerSweep);
+    this.connections.stop();
     this.#app.close();
   }
 
@@ -289,13 +285,6 @@ export class Acceptor {
   #releaseHoldings(connection: Connection): void {
     for (const route of [...connection.heldRoutes]) this.#dropRoute(connection, route);
     void this.#releaseSession(connection);
-  }
-
-  /** Delivery is uWS pub/sub, which reports no per-socket back-pressure: look for it here. */
-  #sweepSlowConsumers(): void {
-    for (const connection of this.connections.values()) {
-      if (connection.overflowing) connection.failSlow();
-    }
   }
 
   #sweepHeartbeats(): void {

@@ -12,14 +12,22 @@ const agentTopic = (companyId: string, agentId: string) => `agent:${companyId}:$
 const chatTopic = (companyId: string, agentId: string, chatId: string) => `chat:${companyId}:${agentId}:${chatId}`;
 const adminTopic = (companyId: string, agentId: string) => `admins:${companyId}:${agentId}`;
 const ANY = '*';
+/** How soon after a publish the send buffers of its topic's members are checked. */
+const SLOW_CONSUMER_SWEEP_MS = 100;
 
 /**
  * The ready connections of this pod. Delivery is uWS pub/sub: each connection subscribes to the
  * topics of its agent, its selected chat, or (admins) its scope, and one publish reaches them all
- * from C++, batched per socket. Send-buffer ceilings are enforced by the acceptor's sweep.
+ * from C++, batched per socket. uWS reports no back-pressure for a publish, so the index also
+ * keeps each topic's members, and a sweep shortly after a publish closes those of them past their
+ * send-buffer ceiling with 4408. Only topics published to are swept, and an idle pod sets no timer.
  */
 export class ConnectionIndex implements LocalDelivery {
   readonly #all = new Map<string, Connection>();
+  readonly #members = new Map<string, Set<Connection>>();
+  /** Topics published to since the last sweep. */
+  #published = new Set<string>();
+  #sweep: NodeJS.Timeout | undefined;
 
   constructor(private readonly app: TemplatedApp) {}
 
@@ -33,8 +41,8 @@ export class ConnectionIndex implements LocalDelivery {
   }
 
   /**
-   * Every indexed connection, without copying: for sweeps that run several times a second over
-   * every socket. Closing while iterating is safe too (a Map skips entries deleted meanwhile).
+   * Every indexed connection, without copying: for the heartbeat sweep over every socket.
+   * Closing while iterating is safe too (a Map skips entries deleted meanwhile).
    */
   values(): IterableIterator<Connection> {
     return this.#all.values();
@@ -42,20 +50,14 @@ export class ConnectionIndex implements LocalDelivery {
 
   add(connection: Connection): void {
     this.#all.set(connection.id, connection);
-    const { identity } = connection;
-    if (identity.kind === 'admin') {
-      connection.subscribe(adminScopeTopic(connection));
-      return;
-    }
-    connection.subscribe(agentTopic(identity.companyId, identity.agentId));
-    if (connection.selectedChat !== undefined) {
-      connection.subscribe(chatTopic(identity.companyId, identity.agentId, connection.selectedChat));
-    }
+    for (const topic of topicsOf(connection)) this.#join(connection, topic);
   }
 
-  /** Removes a connection (its subscriptions end with its socket); false if it was not indexed. */
+  /** Removes a connection (its uWS subscriptions end with its socket); false if it was not indexed. */
   remove(connection: Connection): boolean {
-    return this.#all.delete(connection.id);
+    if (!this.#all.delete(connection.id)) return false;
+    for (const topic of topicsOf(connection)) this.#leave(connection, topic);
+    return true;
   }
 
   /** Moves a user connection from its previous chat (if any) to `chatId`. */
@@ -64,10 +66,16 @@ export class ConnectionIndex implements LocalDelivery {
     if (identity.kind !== 'user') return;
     const indexed = this.#all.has(connection.id);
     if (indexed && connection.selectedChat !== undefined) {
-      connection.unsubscribe(chatTopic(identity.companyId, identity.agentId, connection.selectedChat));
+      this.#leave(connection, chatTopic(identity.companyId, identity.agentId, connection.selectedChat));
     }
     connection.selectedChat = chatId;
-    if (indexed) connection.subscribe(chatTopic(identity.companyId, identity.agentId, chatId));
+    if (indexed) this.#join(connection, chatTopic(identity.companyId, identity.agentId, chatId));
+  }
+
+  /** Drops a pending sweep (the sockets are about to close). */
+  stop(): void {
+    clearTimeout(this.#sweep);
+    this.#sweep = undefined;
   }
 
   deliver(target: EventTarget, frame: string): number {
@@ -87,9 +95,52 @@ export class ConnectionIndex implements LocalDelivery {
 
   #publish(topic: string, frame: string): number {
     const subscribers = this.app.numSubscribers(topic);
-    if (subscribers > 0) this.app.publish(topic, frame, false);
+    if (subscribers === 0) return 0;
+    this.app.publish(topic, frame, false);
+    this.#published.add(topic);
+    this.#sweep ??= setTimeout(() => this.#sweepPublished(), SLOW_CONSUMER_SWEEP_MS).unref();
     return subscribers;
   }
+
+  /** Runs after uWS has written what was published: fails each member of those topics past its ceiling. */
+  #sweepPublished(): void {
+    this.#sweep = undefined;
+    const published = this.#published;
+    this.#published = new Set();
+    for (const topic of published) {
+      for (const connection of this.#members.get(topic) ?? []) {
+        if (connection.overflowing) connection.failSlow();
+      }
+    }
+  }
+
+  #join(connection: Connection, topic: string): void {
+    connection.subscribe(topic);
+    let members = this.#members.get(topic);
+    if (members === undefined) {
+      members = new Set();
+      this.#members.set(topic, members);
+    }
+    members.add(connection);
+  }
+
+  /** Leaves a topic; on a closed connection the unsubscribe is a no-op (its socket took its subscriptions along). */
+  #leave(connection: Connection, topic: string): void {
+    connection.unsubscribe(topic);
+    const members = this.#members.get(topic);
+    if (members === undefined) return;
+    members.delete(connection);
+    if (members.size === 0) this.#members.delete(topic);
+  }
+}
+
+/** The topics a connection is subscribed to: its admin scope, or its agent and its selected chat. */
+function topicsOf(connection: Connection): string[] {
+  const { identity } = connection;
+  if (identity.kind === 'admin') return [adminScopeTopic(connection)];
+  const topics = [agentTopic(identity.companyId, identity.agentId)];
+  if (connection.selectedChat !== undefined) topics.push(chatTopic(identity.companyId, identity.agentId, connection.selectedChat));
+  return topics;
 }
 
 /**
