@@ -13,8 +13,9 @@
 // Two figures per connection come of it: the average over all N, which carries one-off growth
 // (V8's young generation and code space grow under the accept burst whatever N is), and the
 // marginal cost of the second half, which is what each further connection costs and so what
-// 100,000 would. Switchboard's heap comes from its /metrics. Figures go to stdout and
-// bench/results/idle.json.
+// 100,000 would. Switchboard's heap comes from its /metrics. Last, the server's CPU is read over
+// a window in which all N sit idle: what holding them costs (heartbeats, timers, sweeps) with no
+// traffic. Figures go to stdout and bench/results/idle.json.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { cpus } from 'node:os';
@@ -24,6 +25,7 @@ import { parseArgs } from 'node:util';
 import { chooseFrom, startInfra, StartedProcesses } from './benchProcesses.js';
 import { ClientFleet } from './clientFleet.js';
 import { startBare, startOnePod, startSocketIo, type FanoutTarget } from './fanoutTargets.js';
+import { cpuSecondsOf } from './processCpu.js';
 import { residentBytes } from './processMemory.js';
 
 const TARGET_CONNECTIONS = 100_000;
@@ -33,6 +35,9 @@ const SOURCES = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5', '127.0.0.6'
 /** Idle time before each memory reading, so the accept burst's garbage and buffers can settle. */
 const SETTLE_MS = 3000;
 const SHORT_SETTLE_MS = 500;
+/** How long the server's CPU is read with every connection idle. */
+const IDLE_CPU_WINDOW_MS = 10_000;
+const SHORT_IDLE_CPU_WINDOW_MS = 1000;
 const TARGET_IDS = ['switchboard', 'bare', 'socketio'] as const;
 type TargetId = (typeof TARGET_IDS)[number];
 
@@ -52,6 +57,8 @@ export interface IdleResult {
   readonly heapBeforeBytes?: number;
   readonly heapAfterBytes?: number;
   readonly heapPerConnectionBytes?: number;
+  /** The server's CPU (% of one core) while holding every connection idle. */
+  readonly idleCpuPercent: number;
 }
 
 const { values: flags } = parseArgs({
@@ -67,6 +74,7 @@ const fdLimit = openFilesLimit();
 const wanted = flags.connections !== undefined ? Number(flags.connections) : flags.smoke ? 200 : flags.quick ? 1000 : TARGET_CONNECTIONS;
 const connections = Math.min(wanted, fdLimit - DESCRIPTOR_MARGIN);
 const settleMs = flags.quick || flags.smoke ? SHORT_SETTLE_MS : SETTLE_MS;
+const idleCpuWindowMs = flags.quick || flags.smoke ? SHORT_IDLE_CPU_WINDOW_MS : IDLE_CPU_WINDOW_MS;
 const chosen = chooseFrom(flags.targets, TARGET_IDS, 'target');
 
 const started = new StartedProcesses();
@@ -124,6 +132,9 @@ async function measure(id: TargetId, label: string, start: () => Promise<FanoutT
       const open = (await Promise.all(fleets.map((fleet) => fleet.count()))).reduce((sum, count) => sum + count.open, 0);
       if (open < connections) throw new Error(`only ${open} of ${connections} connections still open after ${settleMs} ms idle`);
       const [rssAfter, heapAfter] = [residentBytes(pid), await heapBytes(target)];
+      const cpuBefore = cpuSecondsOf(pid);
+      await new Promise((resolve) => setTimeout(resolve, idleCpuWindowMs));
+      const idleCpuPercent = ((cpuSecondsOf(pid) - cpuBefore) * 100_000) / idleCpuWindowMs;
       return {
         id,
         label,
@@ -137,6 +148,7 @@ async function measure(id: TargetId, label: string, start: () => Promise<FanoutT
         ...(heapBefore === undefined || heapAfter === undefined
           ? {}
           : { heapBeforeBytes: heapBefore, heapAfterBytes: heapAfter, heapPerConnectionBytes: (heapAfter - heapBefore) / connections }),
+        idleCpuPercent,
       };
     } finally {
       await Promise.all(fleets.map((fleet) => fleet.close()));
@@ -171,14 +183,14 @@ function render(json: { openFilesLimit: number; wanted: number; connections: num
     `Idle connections held by one server: ${json.connections.toLocaleString('en')}` +
       (json.connections < json.wanted ? ` (wanted ${json.wanted.toLocaleString('en')}; capped by the open-files limit ${json.openFilesLimit})` : ''),
     '',
-    '| server | connections | connect s | RSS before → halfway → after MiB | RSS KiB / connection | RSS KiB / added connection | heap KiB / connection |',
-    '| --- | --: | --: | --: | --: | --: | --: |',
+    '| server | connections | connect s | RSS before → halfway → after MiB | RSS KiB / connection | RSS KiB / added connection | heap KiB / connection | CPU while idle |',
+    '| --- | --: | --: | --: | --: | --: | --: | --: |',
   ];
   for (const r of json.results) {
-    if ('failed' in r) lines.push(`| ${r.label} | failed: ${r.failed.replace(/\|/g, '\\|')} | | | | | |`);
+    if ('failed' in r) lines.push(`| ${r.label} | failed: ${r.failed.replace(/\|/g, '\\|')} | | | | | | |`);
     else
       lines.push(
-        `| ${r.label} | ${r.connections.toLocaleString('en')} | ${r.connectSeconds.toFixed(1)} | ${mib(r.rssBeforeBytes)} → ${mib(r.rssHalfwayBytes)} → ${mib(r.rssAfterBytes)} | ${kib(r.rssPerConnectionBytes)} | ${kib(r.rssPerAddedConnectionBytes)} | ${kib(r.heapPerConnectionBytes)} |`,
+        `| ${r.label} | ${r.connections.toLocaleString('en')} | ${r.connectSeconds.toFixed(1)} | ${mib(r.rssBeforeBytes)} → ${mib(r.rssHalfwayBytes)} → ${mib(r.rssAfterBytes)} | ${kib(r.rssPerConnectionBytes)} | ${kib(r.rssPerAddedConnectionBytes)} | ${kib(r.heapPerConnectionBytes)} | ${r.idleCpuPercent.toFixed(1)}% |`,
       );
   }
   return `${lines.join('\n')}\n`;

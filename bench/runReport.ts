@@ -151,6 +151,7 @@ function idleRows(idle: ScenarioFiles['idle']): Row[] {
     row('idle: server RSS per connection (average over all)', 'KiB', kib(sb?.rssPerConnectionBytes), kib(bare?.rssPerConnectionBytes), kib(sio?.rssPerConnectionBytes)),
     row('idle: server RSS per added connection (second half)', 'KiB', kib(sb?.rssPerAddedConnectionBytes), kib(bare?.rssPerAddedConnectionBytes), kib(sio?.rssPerAddedConnectionBytes)),
     row('idle: server heap per connection', 'KiB', kib(sb?.heapPerConnectionBytes), kib(bare?.heapPerConnectionBytes), kib(sio?.heapPerConnectionBytes)),
+    row('idle: server CPU while holding them (100% = one core)', '%', sb?.idleCpuPercent, bare?.idleCpuPercent, sio?.idleCpuPercent),
   ];
 }
 
