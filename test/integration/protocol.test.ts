@@ -127,6 +127,23 @@ describe('back-pressure', () => {
     await waitFor(() => fast.pending.length >= sent, 5000, 'the fast client to receive every event');
     fast.close();
   });
+
+  test('a client that stops reading the thread it selected is closed with 4408 as well', async () => {
+    const closesBefore = await gw.metric('switchboard_slow_consumer_closes_total');
+    const slow = await gw.connectUser('acme', 'support', 'thread-reader');
+    await slow.selectChat('c1');
+    slow.ws.pause();
+    const big = 'x'.repeat(32 * 1024);
+    let sent = 0;
+    // Only thread events: the connection's agent topic stays quiet, so the check must find it as a member of the chat's.
+    await waitFor(async () => {
+      await gw.publish('websocket.acme.support.messages.c1', { n: sent++, big });
+      return (await gw.metric('switchboard_slow_consumer_closes_total')) > closesBefore;
+    }, 20_000, 'the thread reader to be closed');
+    slow.ws.resume();
+    const closed = await slow.closeInfo(5000);
+    assert.equal(closed.code, 4408);
+  });
 });
 
 describe('permessage-deflate', () => {
