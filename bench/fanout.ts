@@ -30,12 +30,12 @@ import { parseArgs } from 'node:util';
 import type { NatsConnection } from 'nats';
 import { chooseFrom, startInfra, StartedProcesses, type Testbed } from './benchProcesses.js';
 import { ClientFleet } from './clientFleet.js';
+import { Measurement, type Criteria, type Run } from './fanoutMeasurement.js';
 import { renderReport, type ScenarioResult, type StepResult, type Outcome } from './fanoutReport.js';
 import { STREAM } from './fanoutProtocol.js';
 import { startBare, startCrossPod, startOnePod, startSocketIo, startSocketIoCrossNode, type BareOptions, type FanoutTarget, type Infra } from './fanoutTargets.js';
 import { publishPaced } from './pacedPublisher.js';
 import { RateSearch } from './rateSearch.js';
-import { cpuSecondsOf, machineBusySeconds } from './processCpu.js';
 
 const DEFAULT_SHAPE = { fanoutClients: 1000, latencyClients: 100, latencyRate: 1000 };
 const SMOKE_SHAPE = { fanoutClients: 50, latencyClients: 20, latencyRate: 100 };
@@ -99,6 +99,7 @@ const QUICK: typeof FULL = {
 };
 const SMOKE: typeof FULL = { ...QUICK, firstRate: 50, maxRate: 50, latencyMs: 1000 };
 const settings = flags.smoke ? SMOKE : flags.quick ? QUICK : FULL;
+const criteria: Criteria = { deliveryFloor: DELIVERY_FLOOR, p99CeilingMs: P99_CEILING_MS, drain: settings.drain };
 /** A warm-up that has not reached every client by then fails the path. */
 const WARM_UP_TIMEOUT_MS = 5000;
 const { fanoutClients: FANOUT_CLIENTS, latencyClients: LATENCY_CLIENTS, latencyRate: LATENCY_RATE } = flags.smoke ? SMOKE_SHAPE : DEFAULT_SHAPE;
@@ -132,84 +133,6 @@ interface Path {
 // Every path gets a Redis and a NATS of its own: paths take turns while each keeps its servers up,
 // and a server that could read another path's events would fan those out to its clients too.
 const paths: Path[] = await Promise.all(chosen.map(async (id) => ({ id, ...scenarios[id], testbed: await startInfra(started, podNodeArgs) })));
-
-// Declared before the run below uses it: a class, unlike a function, is not hoisted.
-/**
- * What reached one path's clients over one or more publishing windows of one phase, and the CPU
- * everyone used during those windows (not between them, when other paths take their turns).
- */
-class Measurement {
-  #rate = 0;
-  #published = 0;
-  #publishMs = 0;
-  #publisherCpuMs = 0;
-  #wallSeconds = 0;
-  readonly #cpuSeconds = { server: {} as Record<string, number>, nats: 0, redis: 0, machine: 0 };
-
-  private constructor(
-    private readonly run: Run,
-    private readonly phase: string,
-    private readonly connected: number,
-    private readonly countersBefore: Record<string, Record<string, number>>,
-  ) {}
-
-  static async start(run: Run, phase: string): Promise<Measurement> {
-    const connected = (await run.fleet.count()).open;
-    const countersBefore = await run.target.podCounters();
-    await run.fleet.measure(phase);
-    return new Measurement(run, phase, connected, countersBefore);
-  }
-
-  /** Publishes at `rate` for `durationMs`, then waits for the deliveries to arrive. */
-  async window(rate: number, durationMs: number): Promise<void> {
-    const { testbed, target, fleet } = this.run;
-    const before = await cpuSnapshot(testbed, target);
-    const published = await publishPaced(testbed.nc, this.phase, rate, durationMs);
-    this.#rate = rate;
-    this.#published += published.published;
-    this.#publishMs += published.elapsedMs;
-    this.#publisherCpuMs += published.cpuMs;
-    await fleet.waitForDeliveries(this.#published * this.connected, settings.drain);
-    const after = await cpuSnapshot(testbed, target);
-    this.#wallSeconds += (after.at - before.at) / 1000;
-    const spent = this.#cpuSeconds;
-    for (const [role, seconds] of Object.entries(after.server)) spent.server[role] = (spent.server[role] ?? 0) + seconds - (before.server[role] ?? 0);
-    spent.nats += after.nats - before.nats;
-    spent.redis += after.redis - before.redis;
-    spent.machine += after.machine - before.machine;
-  }
-
-  async finish(): Promise<StepResult> {
-    const { target, fleet } = this.run;
-    const report = await fleet.report();
-    const countersAfter = await target.podCounters();
-    const percent = (seconds: number) => (seconds / this.#wallSeconds) * 100;
-    const expected = this.#published * this.connected;
-    const fraction = expected === 0 ? 0 : report.delivered / expected;
-    const spent = this.#cpuSeconds;
-    return {
-      rate: this.#rate,
-      published: this.#published,
-      clients: this.connected,
-      delivered: report.delivered,
-      fraction,
-      deliveriesPerSecond: report.delivered / (this.#publishMs / 1000),
-      latency: report.latency,
-      pass: fraction >= DELIVERY_FLOOR && report.latency.p99Ms < P99_CEILING_MS,
-      closes: report.closes,
-      cpuPercent: {
-        server: Object.fromEntries(Object.entries(spent.server).map(([role, seconds]) => [role, percent(seconds)])),
-        nats: percent(spent.nats),
-        redis: percent(spent.redis),
-        publisher: (this.#publisherCpuMs / this.#publishMs) * 100,
-        // The client processes are idle between windows, so their CPU since `measure` is theirs during them.
-        clients: percent(report.cpuMs / 1000),
-        machine: percent(spent.machine),
-      },
-      podCounters: deltas(this.countersBefore, countersAfter),
-    };
-  }
-}
 
 const loadAtStart = loadavg();
 const results: ScenarioResult[] = [];
@@ -249,14 +172,6 @@ function oneLineReason(message: string): string {
   const first = lines[0] ?? 'unknown failure';
   const named = lines.slice(1).find((line) => /^\w*Error\b|\berror\b/i.test(line));
   return (named === undefined ? first : `${first} … ${named}`).slice(0, 240);
-}
-
-/** Servers and connected clients, warmed up, for one or more measured steps. */
-interface Run {
-  readonly testbed: Testbed;
-  readonly target: FanoutTarget;
-  readonly fleet: ClientFleet;
-  stop(): Promise<void>;
 }
 
 /** Starts fresh servers, connects `clients` clients and warms the path up; the run is tracked until released. */
@@ -370,13 +285,13 @@ async function latencyInTurns(paths: readonly Path[]): Promise<Map<string, Outco
     // One unmeasured window at the measured rate first: a pod's CPU per event takes seconds of
     // traffic to settle, and the first window would otherwise measure its compiler.
     for (const { path, run } of settings.latencyWarmUpMs > 0 ? live() : []) {
-      await Measurement.start(run, `${path.id}-lat-warm`)
+      await Measurement.start(run, `${path.id}-lat-warm`, criteria)
         .then((warm) => warm.window(LATENCY_RATE, settings.latencyWarmUpMs))
         .catch((err: unknown) => fail(path, err));
     }
     const measurements = new Map<Path, Measurement>();
     for (const { path, run } of live()) {
-      await Measurement.start(run, `${path.id}-lat`).then((measurement) => measurements.set(path, measurement), (err: unknown) => fail(path, err));
+      await Measurement.start(run, `${path.id}-lat`, criteria).then((measurement) => measurements.set(path, measurement), (err: unknown) => fail(path, err));
     }
     for (let window = 0; window < settings.latencyWindows; window++) {
       const turn = live();
@@ -446,22 +361,9 @@ async function releaseRun(sweep: Sweep): Promise<void> {
 
 /** Publishes at `rate` for `durationMs` and measures what reached the clients, with everyone's CPU. */
 async function measureStep(run: Run, phase: string, rate: number, durationMs: number): Promise<StepResult> {
-  const measurement = await Measurement.start(run, phase);
+  const measurement = await Measurement.start(run, phase, criteria);
   await measurement.window(rate, durationMs);
   return measurement.finish();
-}
-
-async function cpuSnapshot({ redis, nats }: Testbed, target: FanoutTarget) {
-  const info = await redis.client.info('cpu');
-  const read = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? 0);
-  const server = Object.fromEntries(Object.entries(target.serverPids()).map(([role, pid]) => [role, cpuSecondsOf(pid)]));
-  return { at: Date.now(), server, nats: cpuSecondsOf(nats.pid), redis: read('used_cpu_user') + read('used_cpu_sys'), machine: machineBusySeconds() };
-}
-
-function deltas(before: Record<string, Record<string, number>>, after: Record<string, Record<string, number>>): Record<string, Record<string, number>> {
-  return Object.fromEntries(
-    Object.entries(after).map(([role, counters]) => [role, Object.fromEntries(Object.entries(counters).map(([name, value]) => [name, value - (before[role]?.[name] ?? 0)]))]),
-  );
 }
 
 function machine() {
