@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import {
   AckPolicy,
   connect,
+  ConsumerEvents,
   credsAuthenticator,
   headers as natsHeaders,
   nanos,
@@ -29,6 +30,8 @@ const PENDING_POLL_MS = 5000;
 // A pull request lives this long: a hung pod keeps receiving (and sitting on) redelivered events
 // only until its open pull expires, so keep it short.
 const PULL_EXPIRES_MS = 5000;
+/** The consumer notices that are not debug chatter. */
+const NOTICES: ReadonlySet<string> = new Set(Object.values(ConsumerEvents));
 
 /**
  * Events from NATS JetStream: every pod pulls from one durable consumer, so each event is handled
@@ -74,6 +77,7 @@ export class NatsEventSource implements EventSource {
     const consumer = await this.#jetstream.consumers.get(this.options.stream, this.options.consumer);
     this.#messages = await consumer.consume({ max_messages: this.options.maxInFlight, expires: PULL_EXPIRES_MS });
     this.#consuming = this.#consume(this.#messages, sink);
+    void this.#watchConsumer(this.#messages);
     this.#pendingPoll = setInterval(() => void this.#pollPending(), PENDING_POLL_MS);
     this.#pendingPoll.unref();
   }
@@ -186,6 +190,13 @@ export class NatsEventSource implements EventSource {
       this.#connection.publish(deadLetterSubject, message.data, { headers: h });
     }
     message.term();
+  }
+
+  /** The consumer's own notices (missed heartbeats, consumer or stream gone) explain a gap in events: logged. */
+  async #watchConsumer(messages: ConsumerMessages): Promise<void> {
+    for await (const status of await messages.status()) {
+      if (NOTICES.has(status.type)) this.log.warn({ notice: status.type, data: status.data }, 'nats consumer notice');
+    }
   }
 
   async #watchStatus(connection: NatsConnection): Promise<void> {

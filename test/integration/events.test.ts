@@ -252,4 +252,20 @@ describe('events under pod faults', () => {
     second.close();
     await survivor.stop();
   });
+
+  test('NATS hung past two consumer heartbeats: the pod logs a consumer notice, and consumes again after SIGCONT', async () => {
+    const consumer = await pod();
+    const client = await consumer.connectUser('hb', 'desk', 'u1');
+    const notices = () => consumer.logLines((l) => l['msg'] === 'nats consumer notice' && l['notice'] === 'heartbeats_missed').length;
+    nats.pause();
+    try {
+      await waitFor(() => notices() > 0, 15_000, 'the missed heartbeats to be logged');
+    } finally {
+      nats.resume();
+    }
+    for (let seq = 0; seq < 10; seq++) await publish(nc, 'websocket.hb.desk.chats', { seq });
+    await waitFor(() => seqs(client).length >= 10, 15_000, 'the events published after the hang');
+    client.close();
+    await consumer.stop();
+  });
 });
