@@ -22,6 +22,10 @@ const EVENT_PREFIX = '{"type":"event"';
 const READY_FRAME = '{"type":"ready"}';
 const SENT_AT_KEY = '"sent_at_ms":';
 const SOCKET_IO_SCHEME = 'socketio+';
+/** The close code of a server that asks to be tried again later. */
+const TRY_AGAIN_LATER = 1013;
+const REFUSED_RETRIES = 3;
+const REFUSED_BACKOFF_MS = 200;
 
 const histogram = new LatencyHistogram();
 const sockets: WebSocket[] = [];
@@ -57,8 +61,11 @@ function onStalledFrame(text: string): void {
   if (text.startsWith(EVENT_PREFIX) && phaseMarker !== '' && text.includes(phaseMarker)) stalledDelivered++;
 }
 
-/** Opens one socket; resolves true once it is `ready`, false if it fails first. */
-function open(url: string, task: ClientTask, failures: string[]): Promise<boolean> {
+/** How an attempt to open a socket ended: `refused` is a server asking to be tried again later (1013). */
+type Opened = 'ready' | 'refused' | 'failed';
+
+/** Opens one socket; resolves once it is `ready` or has failed. */
+function open(url: string, task: ClientTask, failures: string[]): Promise<Opened> {
   if (url.startsWith(SOCKET_IO_SCHEME)) return openSocketIo(url.slice(SOCKET_IO_SCHEME.length), task, failures);
   return new Promise((resolve) => {
     const ws = new WebSocket(url, ['json.v1'], {
@@ -67,7 +74,7 @@ function open(url: string, task: ClientTask, failures: string[]): Promise<boolea
       handshakeTimeout: task.connectTimeoutMs,
       ...(task.localAddress === undefined ? {} : { localAddress: task.localAddress }),
     });
-    const { fail, succeed, isReady } = awaitReady(task, failures, () => ws.terminate(), resolve);
+    const { fail, refuse, succeed, isReady } = awaitReady(task, failures, () => ws.terminate(), resolve);
     ws.on('message', (data) => {
       // binaryType is the default 'nodebuffer' and frames are never fragmented here: always one Buffer.
       const text = (data as Buffer).toString('latin1');
@@ -82,15 +89,19 @@ function open(url: string, task: ClientTask, failures: string[]): Promise<boolea
     ws.on('unexpected-response', (_req, res) => fail(`upgrade refused with HTTP ${res.statusCode ?? 0}`));
     ws.on('error', (err) => fail(err.message));
     ws.on('close', (code, reason) => {
+      if (!isReady()) {
+        if (code === TRY_AGAIN_LATER) refuse();
+        else fail(`closed with ${code} ${reason.toString()}`);
+        return;
+      }
       closes[code] = (closes[code] ?? 0) + 1;
       if (stalled.has(ws)) stalledCloses[code] = (stalledCloses[code] ?? 0) + 1;
-      fail(`closed with ${code} ${reason.toString()}`);
     });
   });
 }
 
 /** As open(), with socket.io-client: one engine per socket (forceNew), no reconnection, no polling. */
-function openSocketIo(url: string, task: ClientTask, failures: string[]): Promise<boolean> {
+function openSocketIo(url: string, task: ClientTask, failures: string[]): Promise<Opened> {
   return new Promise((resolve) => {
     // localAddress is passed on to ws by engine.io-client in Node but is missing from its types.
     const nodeOnly: object = task.localAddress === undefined ? {} : { localAddress: task.localAddress };
@@ -110,24 +121,35 @@ function openSocketIo(url: string, task: ClientTask, failures: string[]): Promis
 }
 
 /**
- * The wait for `ready` both transports share: `fail` records why and gives up (ignored once
- * ready), `succeed` settles it, and a timer fails it after the connect timeout.
+ * The wait for `ready` both transports share: `fail` records why and gives up, `refuse` gives up
+ * for now (the caller tries again), both ignored once settled; `succeed` settles it, and a timer
+ * fails it after the connect timeout.
  */
-function awaitReady(task: ClientTask, failures: string[], abort: () => void, resolve: (ready: boolean) => void) {
+function awaitReady(task: ClientTask, failures: string[], abort: () => void, resolve: (opened: Opened) => void) {
   let ready = false;
+  let settled = false;
+  const settle = (opened: Opened) => {
+    settled = true;
+    clearTimeout(timer);
+    resolve(opened);
+  };
   const fail = (why: string) => {
-    if (ready) return;
+    if (settled) return;
     failures.push(why);
     abort();
-    resolve(false);
+    settle('failed');
+  };
+  const refuse = () => {
+    if (settled) return;
+    abort();
+    settle('refused');
   };
   const timer = setTimeout(() => fail(`no ready within ${task.connectTimeoutMs} ms`), task.connectTimeoutMs);
   const succeed = () => {
     ready = true;
-    clearTimeout(timer);
-    resolve(true);
+    settle('ready');
   };
-  return { fail, succeed, isReady: () => ready };
+  return { fail, refuse, succeed, isReady: () => ready };
 }
 
 async function connectAll(task: ClientTask): Promise<ConnectedLine> {
@@ -137,7 +159,14 @@ async function connectAll(task: ClientTask): Promise<ConnectedLine> {
   const lane = async () => {
     while (next < task.urls.length) {
       const url = task.urls[next++]!;
-      if (await open(url, task, failures)) connected++;
+      let opened = await open(url, task, failures);
+      // A pod answers 1013 when Redis was too slow for a moment; a real client would come back.
+      for (let retry = 1; opened === 'refused' && retry <= REFUSED_RETRIES; retry++) {
+        await new Promise((resolve) => setTimeout(resolve, retry * REFUSED_BACKOFF_MS));
+        opened = await open(url, task, failures);
+      }
+      if (opened === 'ready') connected++;
+      else if (opened === 'refused') failures.push(`closed with ${TRY_AGAIN_LATER} ${REFUSED_RETRIES + 1} times`);
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, task.connectConcurrency) }, lane));
