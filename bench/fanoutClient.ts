@@ -126,30 +126,25 @@ function openSocketIo(url: string, task: ClientTask, failures: string[]): Promis
  * fails it after the connect timeout.
  */
 function awaitReady(task: ClientTask, failures: string[], abort: () => void, resolve: (opened: Opened) => void) {
-  let ready = false;
-  let settled = false;
+  let outcome: Opened | undefined;
   const settle = (opened: Opened) => {
-    settled = true;
+    outcome = opened;
     clearTimeout(timer);
     resolve(opened);
   };
   const fail = (why: string) => {
-    if (settled) return;
+    if (outcome !== undefined) return;
     failures.push(why);
     abort();
     settle('failed');
   };
   const refuse = () => {
-    if (settled) return;
+    if (outcome !== undefined) return;
     abort();
     settle('refused');
   };
   const timer = setTimeout(() => fail(`no ready within ${task.connectTimeoutMs} ms`), task.connectTimeoutMs);
-  const succeed = () => {
-    ready = true;
-    settle('ready');
-  };
-  return { fail, refuse, succeed, isReady: () => ready };
+  return { fail, refuse, succeed: () => settle('ready'), isReady: () => outcome === 'ready' };
 }
 
 async function connectAll(task: ClientTask): Promise<ConnectedLine> {
