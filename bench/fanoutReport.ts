@@ -115,7 +115,7 @@ function targetLines(results: readonly ScenarioResult[]): string[] {
     lines.push(`- ${result.label}: fan-out ≥ ${FANOUT_RATIO_TARGET} × bare: ${fanout}; p99 within ${allowance} ms of bare: ${latency}`);
   }
   lines.push(
-    '- the paths sweep in turns: each doubles the rate until a step fails (in a full run, a step that nearly passed is measured again, and only a second failure counts), then bisects, so fan-out ratios are only as fine as those steps (every step is in the JSON).',
+    '- the paths sweep in turns: each doubles the rate until a step fails (in a full run, a step that nearly passed is measured again, up to three tries, and only a third failure counts), then bisects, so fan-out ratios are only as fine as those steps (every step is in the JSON).',
   );
   return lines;
 }
