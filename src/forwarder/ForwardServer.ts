@@ -2,7 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import type { InboundEvent } from '../ingest/EventSource.js';
 import type { Logger } from '../log.js';
-import { loadForwarderService, type PushReply, type PushRequest } from './wire.js';
+import { loadForwarderService, type BatchResult, type PushReply, type PushRequest } from './wire.js';
 
 /** Writes pushed events to this pod's connections; answers how many connections got each. */
 export type PeerDelivery = (events: readonly InboundEvent[]) => number[];
@@ -66,7 +66,8 @@ export class ForwardServer {
 
   #serve(call: PushStream): void {
     this.#streams.add(call);
-    call.on('data', (request: PushRequest) => this.#push(call, request));
+    const replies: Replies = { batches: [], writing: false };
+    call.on('data', (request: PushRequest) => this.#push(call, replies, request));
     // The peer half-closed (it is shutting down or dropping an idle channel): close our half too.
     call.on('end', () => call.end());
     call.on('close', () => this.#streams.delete(call));
@@ -74,7 +75,7 @@ export class ForwardServer {
     call.on('error', () => this.#streams.delete(call));
   }
 
-  #push(call: PushStream, request: PushRequest): void {
+  #push(call: PushStream, replies: Replies, request: PushRequest): void {
     const events: InboundEvent[] = request.events.map((event) => ({
       origin: 'peer',
       subject: event.subject,
@@ -92,8 +93,36 @@ export class ForwardServer {
       call.emit('error', { code: grpc.status.INTERNAL, details: 'delivery failed' });
       return;
     }
-    if (call.writable) call.write({ batch_id: request.batch_id, delivered });
+    this.#answer(call, replies, { batch_id: request.batch_id, delivered });
   }
+
+  /**
+   * Answers a batch at once when the stream is free to write, and otherwise together with every
+   * batch answered until it is. gRPC writes one message per socket write and one write at a time,
+   * each finishing on a later turn of the event loop: a pod busy writing to its own sockets would
+   * answer one batch per turn, the sender would wait longer and longer for its answers, and its
+   * events in flight would pile up to the limit where it stops pulling from NATS.
+   */
+  #answer(call: PushStream, replies: Replies, result: BatchResult): void {
+    replies.batches.push(result);
+    if (!replies.writing) this.#writeReplies(call, replies);
+  }
+
+  #writeReplies(call: PushStream, replies: Replies): void {
+    if (!call.writable) return;
+    const reply: PushReply = { batches: replies.batches.splice(0) };
+    replies.writing = true;
+    call.write(reply, () => {
+      replies.writing = false;
+      if (replies.batches.length > 0) this.#writeReplies(call, replies);
+    });
+  }
+}
+
+/** A stream's answers not written yet, and whether a write of earlier ones is in progress. */
+interface Replies {
+  readonly batches: BatchResult[];
+  writing: boolean;
 }
 
 type PushStream = grpc.ServerDuplexStream<PushRequest, PushReply>;

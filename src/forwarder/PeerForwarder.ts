@@ -4,7 +4,7 @@ import type { PeerPush } from '../dispatch/Dispatch.js';
 import type { InboundEvent } from '../ingest/EventSource.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { loadForwarderService, type ForwarderClient, type PushReply, type PushRequest, type WireEvent } from './wire.js';
+import { loadForwarderService, type BatchResult, type ForwarderClient, type PushReply, type PushRequest, type WireEvent } from './wire.js';
 
 /** Timing of pushes to peers. */
 export interface ForwarderOptions {
@@ -22,12 +22,12 @@ interface Pending {
   readonly reject: (err: Error) => void;
 }
 
-// Events bound for one peer in the same turn of the event loop travel in one batch, up to this many.
+// A batch to one peer holds at most this many events.
 const MAX_BATCH = 256;
 const IDLE_PEER_MS = 5 * 60_000;
 
 /**
- * One push stream to a peer: batches written in order, replies matched by batch id. Once it fails
+ * One push stream to a peer: batches written in order, answers matched by batch id. Once it fails
  * (an error, the peer ending it, or the peer going silent) every batch still waiting fails with it
  * and the peer opens a new stream for the next batch.
  *
@@ -37,17 +37,20 @@ const IDLE_PEER_MS = 5 * 60_000;
  */
 class BatchStream {
   readonly #call: grpc.ClientDuplexStream<PushRequest, PushReply>;
-  readonly #waiting = new Map<number, { readonly resolve: (reply: PushReply) => void; readonly reject: (err: Error) => void }>();
+  readonly #waiting = new Map<number, { readonly resolve: (result: BatchResult) => void; readonly reject: (err: Error) => void }>();
   #nextBatchId = 1;
   #failure: Error | undefined;
   /** When the peer last showed it is alive: its last reply, or the moment a batch started waiting with none before it. */
   #progressAtMs = 0;
   #watchdog: NodeJS.Timeout | undefined;
+  #writesInProgress = 0;
 
   constructor(
     client: ForwarderClient,
     private readonly silenceMs: number,
     private readonly onFailed: (stream: BatchStream) => void,
+    /** Called when the last write in progress finished: batches gathered meanwhile can go. */
+    private readonly onWritable: () => void,
   ) {
     this.#call = client.Push();
     this.#call.on('data', (reply: PushReply) => this.#answer(reply));
@@ -55,15 +58,27 @@ class BatchStream {
     this.#call.on('end', () => this.#fail(streamError(grpc.status.UNAVAILABLE, 'the peer ended the push stream')));
   }
 
-  send(events: readonly WireEvent[]): Promise<PushReply> {
+  send(events: readonly WireEvent[]): Promise<BatchResult> {
     if (this.#failure !== undefined) return Promise.reject(this.#failure);
     const batchId = this.#nextBatchId++;
     return new Promise((resolve, reject) => {
       if (this.#waiting.size === 0) this.#progressAtMs = Date.now();
       this.#waiting.set(batchId, { resolve, reject });
       this.#watchdog ??= setTimeout(() => this.#checkSilence(), this.silenceMs);
-      this.#call.write({ batch_id: batchId, events });
+      this.#writesInProgress++;
+      this.#call.write({ batch_id: batchId, events }, () => {
+        this.#writesInProgress--;
+        if (this.#writesInProgress === 0 && this.#failure === undefined) this.onWritable();
+      });
     });
+  }
+
+  /**
+   * A write is in progress. gRPC writes one message at a time, each finishing on a later turn of
+   * the event loop, so batches sent now would go one per turn; gathered into one, they go at once.
+   */
+  get writing(): boolean {
+    return this.#writesInProgress > 0 && this.#failure === undefined;
   }
 
   /** Cancels the stream; batches still unanswered fail (and are retried through NATS). */
@@ -73,10 +88,12 @@ class BatchStream {
 
   #answer(reply: PushReply): void {
     this.#progressAtMs = Date.now();
-    const waiter = this.#waiting.get(reply.batch_id);
-    if (waiter === undefined) return;
-    this.#waiting.delete(reply.batch_id);
-    waiter.resolve(reply);
+    for (const result of reply.batches) {
+      const waiter = this.#waiting.get(result.batch_id);
+      if (waiter === undefined) continue;
+      this.#waiting.delete(result.batch_id);
+      waiter.resolve(result);
+    }
   }
 
   /** One timer per stream, not per batch: fails the stream if the peer stayed silent, else looks again when it could have. */
@@ -105,7 +122,7 @@ class BatchStream {
 /** One peer pod: a gRPC channel, its current push stream, a circuit breaker, and the batch being gathered for it. */
 class Peer {
   readonly client: ForwarderClient;
-  readonly breaker: CircuitBreaker<[readonly Pending[]], PushReply>;
+  readonly breaker: CircuitBreaker<[readonly Pending[]], BatchResult>;
   queue: Pending[] = [];
   flushScheduled = false;
   lastUsedMs = Date.now();
@@ -117,6 +134,8 @@ class Peer {
     private readonly options: ForwarderOptions,
     private readonly metrics: Metrics,
     private readonly log: Logger,
+    /** Sends the batch gathered while the stream was busy writing (or when it failed). */
+    private readonly flushGathered: () => void,
   ) {
     // proto-loader builds the client at run time; ForwarderClient is the shape forward.proto gives it.
     this.client = new Client(podId, options.credentials, {
@@ -146,6 +165,11 @@ class Peer {
     this.metrics.breakerState.remove({ peer: this.podId });
   }
 
+  /** The push stream is busy writing: a batch gathered now goes when it is done. */
+  get writing(): boolean {
+    return this.#stream?.writing ?? false;
+  }
+
   #transition(state: BreakerState): void {
     this.metrics.breakerState.set({ peer: this.podId }, BREAKER_GAUGE[state]);
     const message = `circuit to peer ${state}`;
@@ -153,7 +177,7 @@ class Peer {
     else this.log.info({ peer: this.podId }, message);
   }
 
-  async #send(batch: readonly Pending[]): Promise<PushReply> {
+  async #send(batch: readonly Pending[]): Promise<BatchResult> {
     const events: WireEvent[] = batch.map(({ event }) => ({
       subject: event.subject,
       payload: Buffer.from(event.payload, 'utf8'),
@@ -161,12 +185,17 @@ class Peer {
       published_at_ms: event.publishedAtMs,
       delivery_key: event.delivery?.key ?? '',
     }));
-    const stream = (this.#stream ??= new BatchStream(this.client, this.options.deadlineMs, (failed) => this.#forget(failed)));
+    const stream = (this.#stream ??= new BatchStream(
+      this.client,
+      this.options.deadlineMs,
+      (failed) => this.#forget(failed),
+      this.flushGathered,
+    ));
     const stop = this.metrics.grpcForwardDuration.startTimer();
     try {
-      const reply = await stream.send(events);
+      const result = await stream.send(events);
       stop({ outcome: 'ok' });
-      return reply;
+      return result;
     } catch (err) {
       stop({ outcome: 'error' });
       throw err;
@@ -174,7 +203,9 @@ class Peer {
   }
 
   #forget(stream: BatchStream): void {
-    if (this.#stream === stream) this.#stream = undefined;
+    if (this.#stream !== stream) return;
+    this.#stream = undefined;
+    this.flushGathered();
   }
 }
 
@@ -183,7 +214,10 @@ function streamError(code: grpc.status, details: string): grpc.ServiceError {
   return Object.assign(new Error(details), { code, details, metadata: new grpc.Metadata() });
 }
 
-/** Pushes events to peer pods over gRPC: one channel and one circuit breaker per peer, batched per turn. */
+/**
+ * Pushes events to peer pods over gRPC: one channel and one circuit breaker per peer. Pushes made
+ * in one turn of the event loop go as one batch, and so do those made while the stream is busy writing.
+ */
 export class PeerForwarder implements PeerPush {
   readonly #peers = new Map<string, Peer>();
   readonly #Client = loadForwarderService();
@@ -221,7 +255,8 @@ export class PeerForwarder implements PeerPush {
   #peer(podId: string): Peer {
     let peer = this.#peers.get(podId);
     if (peer === undefined) {
-      peer = new Peer(podId, this.#Client, this.options, this.metrics, this.log);
+      const created = new Peer(podId, this.#Client, this.options, this.metrics, this.log, () => this.#flush(created));
+      peer = created;
       this.#peers.set(podId, peer);
     }
     return peer;
@@ -229,6 +264,8 @@ export class PeerForwarder implements PeerPush {
 
   #flush(peer: Peer): void {
     peer.flushScheduled = false;
+    // A full batch goes at once; a smaller one waits for the write in progress (which flushes when done).
+    if (peer.writing && peer.queue.length < MAX_BATCH) return;
     while (peer.queue.length > 0) {
       const batch = peer.queue.splice(0, MAX_BATCH);
       peer.breaker.fire(batch).then(

@@ -20,9 +20,15 @@ export interface PushRequest {
   readonly batch_id: number;
 }
 
-export interface PushReply {
-  readonly delivered: readonly number[];
+/** The answer to one batch: for each of its events, how many local connections it was written to. */
+export interface BatchResult {
   readonly batch_id: number;
+  readonly delivered: readonly number[];
+}
+
+/** The batches one reply answers (a busy receiver answers several at once). */
+export interface PushReply {
+  readonly batches: readonly BatchResult[];
 }
 
 /** The generated client of the Forwarder service. */

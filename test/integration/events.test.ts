@@ -3,7 +3,9 @@ import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
+import { connect as http2Connect } from 'node:http2';
 import { headers as natsHeaders, type NatsConnection } from 'nats';
+import { loadForwarderService, type PushReply, type PushRequest } from '../../src/forwarder/wire.js';
 import type { TestClient } from '../support/client.js';
 import { randomKeys, startGateway, type TestGateway } from '../support/gateway.js';
 import { NatsServer } from '../support/nats.js';
@@ -144,6 +146,25 @@ describe('events across pods', () => {
     }
   });
 
+  test('batches pushed back to back are each answered once, in order, several to a reply', async () => {
+    const client = await pods[0]!.connectUser('fw', 'desk', 'u1');
+    const batches = 40;
+    const requests: PushRequest[] = Array.from({ length: batches }, (_, i) => ({
+      batch_id: i + 1,
+      events: [{ subject: 'websocket.fw.desk.chats', payload: Buffer.from(JSON.stringify({ seq: i })), request_id: `fw-${i}`, published_at_ms: Date.now(), delivery_key: '' }],
+    }));
+    const replies = await pushInOneWrite(pods[0]!.podId, requests);
+    assert.deepEqual(
+      replies.flatMap((reply) => reply.batches.map((batch) => [batch.batch_id, [...batch.delivered]])),
+      requests.map((request) => [request.batch_id, [1]]),
+    );
+    // One reply per batch would be 40: the pod answers together the batches that arrive while it writes a reply.
+    assert.ok(replies.length < batches / 2, `${replies.length} replies for ${batches} batches`);
+    await waitFor(() => seqs(client).length === batches, 5000, 'every pushed event at the client');
+    assert.deepEqual(seqs(client), requests.map((_, i) => i));
+    client.close();
+  });
+
   test('poison events are acked once, counted and never redelivered', async () => {
     const rejected = async () => (await Promise.all(pods.map((pod) => pod.metric('switchboard_events_rejected_total{reason="payload"}')))).reduce((s, n) => s + n, 0);
     const badSubject = async () => (await Promise.all(pods.map((pod) => pod.metric('switchboard_events_rejected_total{reason="subject"}')))).reduce((s, n) => s + n, 0);
@@ -269,3 +290,44 @@ describe('events under pod faults', () => {
     await consumer.stop();
   });
 });
+
+/**
+ * Pushes `requests` to a pod's Forwarder in one HTTP/2 write, as a busy peer's stream would deliver
+ * them, and collects the replies until the pod has answered every batch. Raw HTTP/2: grpc-js writes
+ * one message per socket write, so through it the pod would see the batches one by one.
+ */
+async function pushInOneWrite(podId: string, requests: readonly PushRequest[]): Promise<PushReply[]> {
+  const method = loadForwarderService().service['Push']!;
+  const frames = requests.map((request) => grpcFrame(method.requestSerialize(request)));
+  const session = http2Connect(`http://${podId}`);
+  try {
+    const stream = session.request({ ':method': 'POST', ':path': method.path, 'content-type': 'application/grpc', te: 'trailers' });
+    stream.write(Buffer.concat(frames));
+    const replies: PushReply[] = [];
+    let buffered = Buffer.alloc(0);
+    await new Promise<void>((resolve, reject) => {
+      stream.on('error', reject);
+      stream.on('data', (chunk: Buffer) => {
+        buffered = Buffer.concat([buffered, chunk]);
+        // A gRPC frame: a compression flag byte, a 4-byte big-endian length, the message.
+        while (buffered.length >= 5 && buffered.length >= 5 + buffered.readUInt32BE(1)) {
+          const length = buffered.readUInt32BE(1);
+          replies.push(method.responseDeserialize(buffered.subarray(5, 5 + length)) as PushReply);
+          buffered = buffered.subarray(5 + length);
+        }
+        if (replies.reduce((sum, reply) => sum + reply.batches.length, 0) >= requests.length) resolve();
+      });
+      setTimeout(() => reject(new Error(`answered ${replies.length} replies, not every batch, within 5 s`)), 5000).unref();
+    });
+    stream.close();
+    return replies;
+  } finally {
+    session.close();
+  }
+}
+
+function grpcFrame(message: Buffer): Buffer {
+  const header = Buffer.alloc(5);
+  header.writeUInt32BE(message.length, 1);
+  return Buffer.concat([header, message]);
+}
