@@ -2,7 +2,7 @@
 // uWebSockets.js ceiling and Socket.IO 4) measured in the same run, side by side.
 //
 //   node dist/bench/run.js            fan-out + latency (one pod, across pods), connect storm and
-//                                     takeover, idle capacity, slow consumers (6½–8 minutes)
+//                                     takeover, idle capacity, slow consumers (6½–9 minutes)
 //   node dist/bench/run.js --quick    the same with shorter windows and fewer connections (70–95 s)
 //   node dist/bench/run.js --smoke    a check that the harness runs (bare + one pod, tiny), not a measurement
 //   --out=dir                         where the results go (default bench/results)
