@@ -134,7 +134,7 @@ class Peer {
     private readonly options: ForwarderOptions,
     private readonly metrics: Metrics,
     private readonly log: Logger,
-    /** Sends the batch gathered while the stream was busy writing (or when it failed). */
+    /** Sends the batch gathered while the stream was busy writing (or before it failed). */
     private readonly flushGathered: () => void,
   ) {
     // proto-loader builds the client at run time; ForwarderClient is the shape forward.proto gives it.
@@ -202,10 +202,15 @@ class Peer {
     }
   }
 
+  /**
+   * Drops a failed stream. What was gathered behind it goes on a later turn: by then its failed
+   * batches have reached the breaker, so a dead peer's open circuit fails them at once instead of
+   * a fresh stream waiting out another deadline.
+   */
   #forget(stream: BatchStream): void {
     if (this.#stream !== stream) return;
     this.#stream = undefined;
-    this.flushGathered();
+    setImmediate(this.flushGathered);
   }
 }
 
