@@ -100,8 +100,8 @@ export class ForwardServer {
    * Answers a batch at once when the stream is free to write, and otherwise together with every
    * batch answered until it is. gRPC writes one message per socket write and one write at a time,
    * each finishing on a later turn of the event loop: a pod busy writing to its own sockets would
-   * answer one batch per turn, the sender would wait longer and longer for its answers, and its
-   * events in flight would pile up to the limit where it stops pulling from NATS.
+   * answer one batch per turn, and the sender would wait longer and longer for its answers while
+   * it holds their events unacked.
    */
   #answer(call: PushStream, replies: Replies, result: BatchResult): void {
     replies.batches.push(result);
