@@ -66,8 +66,8 @@ export class ForwardServer {
 
   #serve(call: PushStream): void {
     this.#streams.add(call);
-    const replies: Replies = { batches: [], writing: false };
-    call.on('data', (request: PushRequest) => this.#push(call, replies, request));
+    const unanswered: BatchResult[] = [];
+    call.on('data', (request: PushRequest) => this.#push(call, unanswered, request));
     // The peer half-closed (it is shutting down or dropping an idle channel): close our half too.
     call.on('end', () => call.end());
     call.on('close', () => this.#streams.delete(call));
@@ -75,7 +75,7 @@ export class ForwardServer {
     call.on('error', () => this.#streams.delete(call));
   }
 
-  #push(call: PushStream, replies: Replies, request: PushRequest): void {
+  #push(call: PushStream, unanswered: BatchResult[], request: PushRequest): void {
     const events: InboundEvent[] = request.events.map((event) => ({
       origin: 'peer',
       subject: event.subject,
@@ -93,7 +93,7 @@ export class ForwardServer {
       call.emit('error', { code: grpc.status.INTERNAL, details: 'delivery failed' });
       return;
     }
-    this.#answer(call, replies, { batch_id: request.batch_id, delivered });
+    this.#answer(call, unanswered, { batch_id: request.batch_id, delivered });
   }
 
   /**
@@ -103,26 +103,19 @@ export class ForwardServer {
    * answer one batch per turn, and the sender would wait longer and longer for its answers while
    * it holds their events unacked.
    */
-  #answer(call: PushStream, replies: Replies, result: BatchResult): void {
-    replies.batches.push(result);
-    if (!replies.writing) this.#writeReplies(call, replies);
+  #answer(call: PushStream, unanswered: BatchResult[], result: BatchResult): void {
+    unanswered.push(result);
+    // The stream's write queue counts the write in progress until its callback.
+    if (call.writableLength === 0) this.#writeReplies(call, unanswered);
   }
 
-  #writeReplies(call: PushStream, replies: Replies): void {
+  #writeReplies(call: PushStream, unanswered: BatchResult[]): void {
     if (!call.writable) return;
-    const reply: PushReply = { batches: replies.batches.splice(0) };
-    replies.writing = true;
+    const reply: PushReply = { batches: unanswered.splice(0) };
     call.write(reply, () => {
-      replies.writing = false;
-      if (replies.batches.length > 0) this.#writeReplies(call, replies);
+      if (unanswered.length > 0 && call.writableLength === 0) this.#writeReplies(call, unanswered);
     });
   }
-}
-
-/** A stream's answers not written yet, and whether a write of earlier ones is in progress. */
-interface Replies {
-  readonly batches: BatchResult[];
-  writing: boolean;
 }
 
 type PushStream = grpc.ServerDuplexStream<PushRequest, PushReply>;

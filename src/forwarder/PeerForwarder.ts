@@ -43,7 +43,6 @@ class BatchStream {
   /** When the peer last showed it is alive: its last reply, or the moment a batch started waiting with none before it. */
   #progressAtMs = 0;
   #watchdog: NodeJS.Timeout | undefined;
-  #writesInProgress = 0;
 
   constructor(
     client: ForwarderClient,
@@ -65,10 +64,8 @@ class BatchStream {
       if (this.#waiting.size === 0) this.#progressAtMs = Date.now();
       this.#waiting.set(batchId, { resolve, reject });
       this.#watchdog ??= setTimeout(() => this.#checkSilence(), this.silenceMs);
-      this.#writesInProgress++;
       this.#call.write({ batch_id: batchId, events }, () => {
-        this.#writesInProgress--;
-        if (this.#writesInProgress === 0 && this.#failure === undefined) this.onWritable();
+        if (!this.writing && this.#failure === undefined) this.onWritable();
       });
     });
   }
@@ -78,7 +75,8 @@ class BatchStream {
    * the event loop, so batches sent now would go one per turn; gathered into one, they go at once.
    */
   get writing(): boolean {
-    return this.#writesInProgress > 0 && this.#failure === undefined;
+    // The stream's write queue counts the write in progress until its callback.
+    return this.#call.writableLength > 0 && this.#failure === undefined;
   }
 
   /** Cancels the stream; batches still unanswered fail (and are retried through NATS). */
