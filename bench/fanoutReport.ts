@@ -35,7 +35,10 @@ export interface StepResult {
 export interface ScenarioResult {
   readonly id: string;
   readonly label: string;
+  /** With several rounds, the median round's sweep; each round's best rate is in `bestRateByRound`. */
   readonly fanout: Outcome<{ readonly bestRate: number; readonly steps: readonly StepResult[]; readonly interruptedBy?: string }>;
+  /** Each round's best rate (0 where none passed), when the paths were swept more than once. */
+  readonly bestRateByRound?: readonly number[];
   readonly latency: Outcome<StepResult>;
 }
 
@@ -49,7 +52,8 @@ const sum = (values: Record<string, number>) => Object.values(values).reduce((a,
 
 /** The markdown printed at the end of a run. */
 export function renderReport(results: readonly ScenarioResult[], shape: { fanoutClients: number; latencyClients: number; latencyRate: number; cores: number }): string {
-  const [bareBest, bareP99] = referenceFigures(results, 'bare');
+  const bareP99 = referenceP99(results, 'bare');
+  const bare = results.find((r) => r.id === 'bare');
   const lines = [
     `| path | events/s to ${shape.fanoutClients.toLocaleString('en')} clients | deliveries/s | × bare | p50 / p99 / p99.9 ms (${shape.latencyClients} clients, ${shape.latencyRate.toLocaleString('en')} events/s) | p99 − bare | server CPU (fan-out / latency) |`,
     '| --- | --: | --: | --: | --: | --: | --: |',
@@ -60,9 +64,9 @@ export function renderReport(results: readonly ScenarioResult[], shape: { fanout
       const best = bestStep(result.fanout.value);
       const { interruptedBy } = result.fanout.value;
       cells.push(
-        `${best === undefined ? `none passed (lowest tried ${Math.min(...result.fanout.value.steps.map((s) => s.rate))})` : best.rate}${interruptedBy === undefined ? '' : ` (sweep cut short: ${interruptedBy})`}`,
+        `${best === undefined ? `none passed (lowest tried ${Math.min(...result.fanout.value.steps.map((s) => s.rate))})` : best.rate}${interruptedBy === undefined ? '' : ` (sweep cut short: ${interruptedBy})`}${byRound(result.bestRateByRound)}`,
         best === undefined ? '0' : Math.round(best.deliveriesPerSecond).toLocaleString('en'),
-        bareBest === undefined || best === undefined ? '—' : (best.rate / bareBest.rate).toFixed(2),
+        fanoutRatio(result, bare)?.toFixed(2) ?? '—',
       );
     } else {
       cells.push(`failed: ${result.fanout.reason}`, '—', '—');
@@ -84,13 +88,39 @@ export function renderReport(results: readonly ScenarioResult[], shape: { fanout
   return lines.join('\n');
 }
 
-/** The best fan-out step and the latency p99 of a bare-server run, where measured. */
-function referenceFigures(results: readonly ScenarioResult[], id: string): [StepResult | undefined, number | undefined] {
-  const bare = results.find((r) => r.id === id);
-  return [bare?.fanout.ok === true ? bestStep(bare.fanout.value) : undefined, bare?.latency.ok === true ? bare.latency.value.latency.p99Ms : undefined];
+/** The latency p99 of a reference server's run, where measured. */
+function referenceP99(results: readonly ScenarioResult[], id: string): number | undefined {
+  const reference = results.find((r) => r.id === id);
+  return reference?.latency.ok === true ? reference.latency.value.latency.p99Ms : undefined;
 }
 
 const signedMs = (value: number) => `${value >= 0 ? '+' : ''}${ms(value)}`;
+
+/** ` (rounds: 400, 375, 600)` where the paths were swept more than once. */
+const byRound = (rates: readonly number[] | undefined) => (rates === undefined ? '' : ` (rounds: ${rates.join(', ')})`);
+
+/**
+ * A path's best rate ÷ the reference's. Over several rounds, the median of each round's ratio: a
+ * round's paths took turns on the same machine, so a round is the fair pairing. Undefined where
+ * either was not measured.
+ */
+export function fanoutRatio(result: ScenarioResult, reference: ScenarioResult | undefined): number | undefined {
+  if (reference === undefined) return undefined;
+  const [rates, referenceRates] = [result.bestRateByRound, reference.bestRateByRound];
+  if (rates !== undefined && referenceRates !== undefined) {
+    const ratios = rates.flatMap((rate, i) => ((referenceRates[i] ?? 0) > 0 ? [rate / referenceRates[i]!] : [])).sort((a, b) => a - b);
+    return ratios.length === 0 ? undefined : ratios[Math.floor((ratios.length - 1) / 2)];
+  }
+  const [best, referenceBest] = [result, reference].map((r) => (r.fanout.ok ? bestStep(r.fanout.value) : undefined));
+  return best === undefined || referenceBest === undefined ? undefined : best.rate / referenceBest.rate;
+}
+
+/** `; by round 0.50, 0.62, 1.00` where the paths were swept more than once. */
+function ratiosByRound(result: ScenarioResult, reference: ScenarioResult | undefined): string {
+  const [rates, referenceRates] = [result.bestRateByRound, reference?.bestRateByRound];
+  if (rates === undefined || referenceRates === undefined) return '';
+  return `; by round ${rates.map((rate, i) => ((referenceRates[i] ?? 0) > 0 ? (rate / referenceRates[i]!).toFixed(2) : '—')).join(', ')}`;
+}
 
 /** The passing step at the best rate, if any step passed. */
 function bestStep(fanout: { readonly bestRate: number; readonly steps: readonly StepResult[] }): StepResult | undefined {
@@ -99,18 +129,17 @@ function bestStep(fanout: { readonly bestRate: number; readonly steps: readonly 
 
 /** Each target judged against `bare` (app.publish); the `bare-send` figures say how much of a gap the ws.send loop alone explains. */
 function targetLines(results: readonly ScenarioResult[]): string[] {
-  const [bareBest, bareP99] = referenceFigures(results, 'bare');
-  const [sendBest, sendP99] = referenceFigures(results, 'bare-send');
+  const bareP99 = referenceP99(results, 'bare');
+  const sendP99 = referenceP99(results, 'bare-send');
+  const [bare, bareSend] = ['bare', 'bare-send'].map((id) => results.find((r) => r.id === id));
   const lines = ['Targets, against the bare app.publish server of this run (and, in brackets, against the bare ws.send loop):'];
   for (const result of results) {
     const allowance = P99_ALLOWANCE_MS[result.id];
     if (allowance === undefined) continue;
-    const best = result.fanout.ok ? bestStep(result.fanout.value) : undefined;
     const p99 = result.latency.ok ? result.latency.value.latency.p99Ms : undefined;
-    const ratioTo = (reference: StepResult | undefined) => (best === undefined || reference === undefined ? undefined : best.rate / reference.rate);
     const overBy = (reference: number | undefined) => (p99 === undefined || reference === undefined ? undefined : p99 - reference);
-    const [ratio, sendRatio, over, sendOver] = [ratioTo(bareBest), ratioTo(sendBest), overBy(bareP99), overBy(sendP99)];
-    const fanout = ratio === undefined ? 'not measured' : `${ratio >= FANOUT_RATIO_TARGET ? 'met' : 'MISSED'} (${ratio.toFixed(2)}${sendRatio === undefined ? '' : ` [${sendRatio.toFixed(2)}]`})`;
+    const [ratio, sendRatio, over, sendOver] = [fanoutRatio(result, bare), fanoutRatio(result, bareSend), overBy(bareP99), overBy(sendP99)];
+    const fanout = ratio === undefined ? 'not measured' : `${ratio >= FANOUT_RATIO_TARGET ? 'met' : 'MISSED'} (${ratio.toFixed(2)}${sendRatio === undefined ? '' : ` [${sendRatio.toFixed(2)}]`}${ratiosByRound(result, bare)})`;
     const latency = over === undefined ? 'not measured' : `${over <= allowance ? 'met' : 'MISSED'} (${signedMs(over)} ms${sendOver === undefined ? '' : ` [${signedMs(sendOver)} ms]`})`;
     lines.push(`- ${result.label}: fan-out ≥ ${FANOUT_RATIO_TARGET} × bare: ${fanout}; p99 within ${allowance} ms of bare: ${latency}`);
   }
