@@ -21,12 +21,6 @@ export const ROUTE_CHANGES_CHANNEL = 'route_changes';
 const MAX_CHANGES_TRACKED = 10_000;
 /** Copies kept at most (chat routes are many); the oldest goes first. */
 const MAX_COPIES = 50_000;
-/**
- * Confirm PINGs leave at most this often. A busy pod's events then share one PING, and their acks
- * go to NATS in one write, where a steady stream used to pay for about one of each per event. Only
- * acks wait: delivery happens before the confirm.
- */
-const CONFIRM_PING_SPACING_MS = 5;
 
 /** A copy of a route's owners, and what was known when the lookup that made it was sent. */
 interface OwnersCopy {
@@ -70,8 +64,6 @@ export class RedisRoutes implements RouteRegistry {
   #listening = false;
   #confirmWaiters: ConfirmWaiter[] = [];
   #pingInFlight = false;
-  #pingSentAt = -Infinity;
-  #pingTimer: NodeJS.Timeout | undefined;
   #refreshTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -148,8 +140,6 @@ export class RedisRoutes implements RouteRegistry {
   /** Removes this pod from every route it still holds. */
   async stop(): Promise<void> {
     clearInterval(this.#refreshTimer);
-    clearTimeout(this.#pingTimer);
-    this.#pingTimer = undefined;
     for (const waiter of this.#confirmWaiters.splice(0)) waiter.resolve();
     this.#forgetAll(false);
     const keys = [...this.#held.keys()];
@@ -194,38 +184,24 @@ export class RedisRoutes implements RouteRegistry {
 
   /**
    * Resolves after a PING on the subscriber connection comes back: Redis answers it after every
-   * message it published to this connection before it. One PING is out at a time, and PINGs are
-   * spaced CONFIRM_PING_SPACING_MS apart; whoever asks meanwhile waits for the next one, so each
-   * caller's PING is sent after it asked. An idle pod sends at once; a busy one shares each PING.
+   * message it published to this connection before it. One PING is out at a time; whoever asks
+   * while it is out waits for the next one, sent when it returns, so each caller's PING is sent
+   * after it asked. An idle pod sends at once; a busy one shares one PING per round trip.
    */
   #heardEverythingSentBefore(): Promise<void> {
     return new Promise((resolve, reject) => {
       this.#confirmWaiters.push({ resolve, reject });
-      this.#scheduleConfirmPing();
+      if (!this.#pingInFlight) this.#sendConfirmPing();
     });
-  }
-
-  #scheduleConfirmPing(): void {
-    if (this.#pingInFlight || this.#pingTimer !== undefined) return;
-    const wait = this.#pingSentAt + CONFIRM_PING_SPACING_MS - performance.now();
-    if (wait <= 0) {
-      this.#sendConfirmPing();
-      return;
-    }
-    this.#pingTimer = setTimeout(() => {
-      this.#pingTimer = undefined;
-      this.#sendConfirmPing();
-    }, wait);
   }
 
   #sendConfirmPing(): void {
     const waiters = this.#confirmWaiters.splice(0);
     this.#pingInFlight = true;
-    this.#pingSentAt = performance.now();
     const settle = (settleOne: (waiter: ConfirmWaiter) => void) => {
       this.#pingInFlight = false;
       waiters.forEach(settleOne);
-      if (this.#confirmWaiters.length > 0) this.#scheduleConfirmPing();
+      if (this.#confirmWaiters.length > 0) this.#sendConfirmPing();
     };
     this.redis.subscriber.ping().then(
       () => settle((waiter) => waiter.resolve()),
