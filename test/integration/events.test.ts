@@ -331,3 +331,35 @@ function grpcFrame(message: Buffer): Buffer {
   header.writeUInt32BE(message.length, 1);
   return Buffer.concat([header, message]);
 }
+
+describe('a consuming pod stopping while events flow', () => {
+  let redis: RedisServer;
+  let nats: NatsServer;
+  let nc: NatsConnection;
+  before(async () => {
+    [redis, nats] = await Promise.all([RedisServer.start(), NatsServer.start()]);
+    nc = await nats.client();
+  });
+  after(async () => {
+    await Promise.all([redis.stop(), nats.stop()]);
+  });
+
+  test('SIGTERM: every event the pod handled is acked before it exits', async () => {
+    const pod = await startGateway(podEnv(redis, nats), randomKeys());
+    const client = await pod.connectUser('stop', 'desk', 'u1');
+    let publishing = true;
+    let seq = 0;
+    const publisher = (async () => {
+      while (publishing) await publish(nc, 'websocket.stop.desk.chats', { seq: seq++ });
+    })();
+    await waitFor(() => seqs(client).length >= 200, 10_000, 'events flowing to the client');
+    await pod.stop();
+    publishing = false;
+    await publisher;
+    // One subject on a fresh stream: event `seq` is stream sequence seq + 1. Every event up to the
+    // last one the client got was handled, so none of them may wait for a redelivery.
+    const lastHandled = Math.max(...seqs(client)) + 1;
+    const info = await (await nc.jetstreamManager()).consumers.info('wa_stream', 'ws_fanout');
+    assert.ok(info.ack_floor.stream_seq >= lastHandled, `acked up to ${info.ack_floor.stream_seq}, handled up to ${lastHandled}`);
+  });
+});
