@@ -6,6 +6,7 @@
 //   node dist/bench/run.js --quick    the same with shorter windows and fewer connections (70–95 s)
 //   node dist/bench/run.js --smoke    a check that the harness runs (bare + one pod, tiny), not a measurement
 //   --out=dir                         where the results go (default bench/results)
+//   --rounds=N                        sweep the fan-out paths N times and report the median (fanout.js)
 //
 // Each scenario runs as its own process (fanout.js, cluster.js, idle.js, slowConsumers.js),
 // which starts and stops everything it measures and writes its JSON; this one merges them into
@@ -23,6 +24,7 @@ const { values: flags } = parseArgs({
     quick: { type: 'boolean', default: false },
     smoke: { type: 'boolean', default: false },
     out: { type: 'string' },
+    rounds: { type: 'string' },
   },
 });
 const DEFAULT_OUT = fileURLToPath(new URL('../../bench/results/', import.meta.url));
@@ -50,7 +52,7 @@ const steps: Step[] = [
   {
     name: 'fanout',
     script: 'fanout.js',
-    args: [...modeFlag, `--scenarios=${FANOUT_SCENARIOS[mode]}`, `--out=${outDir}`],
+    args: [...modeFlag, `--scenarios=${FANOUT_SCENARIOS[mode]}`, `--out=${outDir}`, ...(flags.rounds === undefined ? [] : [`--rounds=${flags.rounds}`])],
     file: 'fanout.json',
   },
   // cluster.js always writes to bench/results and has no smoke size; it is copied to --out when that differs.

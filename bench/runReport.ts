@@ -1,7 +1,7 @@
 // The side-by-side table of bench/run.ts: one row per figure, with Switchboard, the bare
 // uWebSockets.js ceiling and Socket.IO 4 as measured in the same run, read from the JSON files
 // the scenario processes wrote.
-import type { ScenarioResult, StepResult } from './fanoutReport.js';
+import { fanoutRatio, type ScenarioResult, type StepResult } from './fanoutReport.js';
 import type { IdleResult } from './idle.js';
 import type { SlowConsumerResult } from './slowConsumers.js';
 
@@ -53,6 +53,7 @@ export function renderTable(files: ScenarioFiles, failures: Record<string, strin
     '- Every server ran on this machine in this run, fed by the same NATS stream and measured by the same client processes, which share the cores with the servers.',
     '- Fan-out is the highest rate of the doubling sweep with ≥ 97% delivered and p99 < 100 ms; a sweep that never passed shows 0. The ceiling is the bare uWS server writing with app.publish.',
     '- Across pods, the ceiling column repeats the single bare server; the Socket.IO column is two Socket.IO nodes on the redis adapter (events consumed on one, clients on the other).',
+    ...roundNotes(files.fanout),
     ...sweepCapNotes(files.fanout),
     ...overloadNotes(files.fanout),
     ...slowConsumerNotes(files.slowConsumers),
@@ -87,7 +88,9 @@ function fanoutRows(fanout: ScenarioFiles['fanout']): Row[] {
     ['cross-pod', 'across pods', 'socketio-cross'],
   ] as const) {
     if (byId(id) === undefined) continue;
-    rows.push(row(`fan-out, ${where}: events/s to ${clients} clients`, 'events/s', bestRate(id), bestRate('bare'), bestRate(socketio)));
+    const events = row(`fan-out, ${where}: events/s to ${clients} clients`, 'events/s', bestRate(id), bestRate('bare'), bestRate(socketio));
+    const result = byId(id)!;
+    rows.push(result.bestRateByRound === undefined ? events : { ...events, ratio: fanoutRatio(result, byId('bare')) });
     rows.push(row(`fan-out, ${where}: deliveries/s at that rate`, 'deliveries/s', best(id)?.deliveriesPerSecond, best('bare')?.deliveriesPerSecond, best(socketio)?.deliveriesPerSecond));
     for (const [name, pick] of [
       ['p50', (s: StepResult) => s.latency.p50Ms],
@@ -107,6 +110,14 @@ function fanoutRows(fanout: ScenarioFiles['fanout']): Row[] {
     rows.push(row(`latency run, ${where}: share delivered`, '%', delivered(id), delivered('bare'), delivered(socketio)));
   }
   return rows;
+}
+
+/** With several rounds, fan-out figures are medians; say so and give each round's rates. */
+function roundNotes(fanout: ScenarioFiles['fanout']): string[] {
+  const swept = fanout?.results.filter((r) => r.bestRateByRound !== undefined) ?? [];
+  if (swept.length === 0) return [];
+  const rounds = swept.map((r) => `${r.label} ${r.bestRateByRound!.join(', ')}`).join('; ');
+  return [`- Fan-out is the median of ${swept[0]!.bestRateByRound!.length} rounds (${rounds} events/s), and its ratio the median of each round's ratio to the ceiling of that round.`];
 }
 
 /** A sweep that passed its highest rate found no limit: its figure is a floor (quick runs stop low to stay short). */
