@@ -78,8 +78,11 @@ export class Dispatch {
     const remembered = event.delivery?.redelivered === true ? undefined : this.deps.routes.remembered?.(route);
     if (remembered === undefined) return this.#settle(event, await this.#deliverTo(check.target, event, await this.deps.routes.owners(route), served));
     // Delivered from the pod's copy of the owners at once; confirmed (or completed) before the ack.
+    // The confirm starts first, so it hears the route changes made before the event arrived (and
+    // within a Redis round trip), not those made while the pushes to peers were answered.
+    const confirmed = remembered.confirm();
     const first = await this.#deliverTo(check.target, event, remembered.owners, served);
-    if (await remembered.confirm()) return this.#settle(event, first);
+    if (await confirmed) return this.#settle(event, first);
     this.metrics.routeCopyMisses.inc();
     const owners = await this.deps.routes.owners(route);
     const missed = owners.filter((pod) => !remembered.owners.includes(pod));
