@@ -32,8 +32,9 @@ const PENDING_POLL_MS = 5000;
 const PULL_EXPIRES_MS = 5000;
 /**
  * Acks wait this long to leave together: NATS gets one write for all of them instead of one per
- * event, which at 1,000 events/s took about a tenth off a consuming pod's CPU per event and a
- * quarter off nats-server's. An event acked late is only redelivered if the pod dies meanwhile.
+ * event, which at 1,000 events/s took a consuming pod from 0.35–0.38 to about 0.31 ms of CPU per
+ * event, and a fifth off nats-server's. An event acked late is only redelivered if the pod dies
+ * meanwhile.
  */
 const ACK_GATHER_MS = 5;
 /** The consumer notices that are not debug chatter. */
