@@ -12,6 +12,7 @@ import {
   type JetStreamClient,
   type JsMsg,
   type NatsConnection,
+  type Subscription,
 } from 'nats';
 import type { Config } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
@@ -37,6 +38,8 @@ const PULL_EXPIRES_MS = 5000;
  * meanwhile.
  */
 const ACK_GATHER_MS = 5;
+/** How long each step of a stopping pod's goodbye to NATS waits for an answer. */
+const NATS_STOP_LIMIT_MS = 2000;
 /** The consumer notices that are not debug chatter. */
 const NOTICES: ReadonlySet<string> = new Set(Object.values(ConsumerEvents));
 
@@ -109,14 +112,22 @@ export class NatsEventSource implements EventSource {
     return this.#connected;
   }
 
-  /** Stops pulling, lets the events in flight finish (and be acked), then drains the connection. */
+  /**
+   * Stops pulling, lets the events in flight finish (and be acked), then drains the connection. A
+   * hung NATS answers neither drain: past NATS_STOP_LIMIT_MS the connection is closed instead, so
+   * the rest of the shutdown (closing connections with 1001, releasing sessions) goes on.
+   */
   async stop(): Promise<void> {
     clearInterval(this.#pendingPoll);
-    this.#messages?.stop();
+    const answered = this.#messages === undefined || (await stopPulling(this.#messages));
     await this.#consuming;
     await Promise.allSettled([...this.#inFlight]);
     this.#sendAcks();
-    if (this.#connection !== undefined && !this.#connection.isClosed()) await this.#connection.drain();
+    const connection = this.#connection;
+    if (connection !== undefined && !connection.isClosed()) {
+      const drained = answered && (await finishesWithin(connection.drain(), NATS_STOP_LIMIT_MS));
+      if (!drained) await connection.close();
+    }
     this.#connected = false;
   }
 
@@ -245,6 +256,34 @@ export class NatsEventSource implements EventSource {
     if (connected) this.log.info('nats reachable');
     else this.log.warn('nats unreachable');
   }
+}
+
+/**
+ * Ends a consumer's pulling without losing what NATS already sent. nats.js's stop() unsubscribes at
+ * once, so the events in flight to the pod are dropped and wait out the ack wait before another pod
+ * gets them. Draining the pull subscription (UNSUB, then a round trip) takes them in first, and the
+ * iterator ends after them. nats.js 2.x keeps that subscription on a field it does not type; when
+ * it is not there, or NATS does not answer the round trip in time (it is down), stop() ends it.
+ * Answers false when NATS did not answer.
+ */
+async function stopPulling(messages: ConsumerMessages): Promise<boolean> {
+  const { sub } = messages as ConsumerMessages & { readonly sub?: Subscription };
+  const answered = sub === undefined || sub.isClosed() || (await finishesWithin(sub.drain(), NATS_STOP_LIMIT_MS));
+  messages.stop();
+  return answered;
+}
+
+/** Waits for `work` up to `limitMs`; true when it finished (or failed) in time. */
+async function finishesWithin(work: Promise<unknown>, limitMs: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), limitMs)));
+  const done = work.then(
+    () => true,
+    () => true,
+  );
+  const finished = await Promise.race([done, late]);
+  clearTimeout(timer);
+  return finished;
 }
 
 function apiErrorCode(err: unknown): number | undefined {
