@@ -223,10 +223,12 @@ describe('development mode prints working instructions', () => {
     const proc = new GatewayProcess({ NODE_ENV: 'development', PORT: '0', ADMIN_PORT: '0', GRPC_PORT: '0' });
     const clients: TestClient[] = [];
     try {
+      // The log is written asynchronously (pino), the instructions at once: either may come first.
+      const readyLogged = () => proc.stdoutLines.some((l) => parseJson(l)?.['msg'] === 'gateway ready');
       await waitFor(
-        () => proc.child.exitCode !== null || (proc.stdoutLines.some((l) => l.includes('/admin/publish')) && proc.stdoutLines.some((l) => l.includes('"subject"'))),
+        () => proc.child.exitCode !== null || (readyLogged() && proc.stdoutLines.some((l) => l.includes('/admin/publish')) && proc.stdoutLines.some((l) => l.includes('"subject"'))),
         SPAWN_DEADLINE_MS,
-        'the development instructions on stdout',
+        'the ready log line and the development instructions on stdout',
       );
       assert.equal(proc.child.exitCode, null, `the gateway exited: ${proc.stderr}`);
       const ready = proc.stdoutLines.map(parseJson).find((l) => l?.['msg'] === 'gateway ready');
