@@ -246,6 +246,33 @@ describe('events under pod faults', () => {
     await Promise.all([a.stop(), b.stop(), hung.stop()]);
   });
 
+  test('an owner slow to answer a push: a pod that joins the route meanwhile does not get the event published before its client was ready', async () => {
+    // The silence limit is well past the pause: the slow owner is slow, not hung.
+    const slow = { GRPC_DEADLINE_MS: '3000' };
+    const consumer = await pod(slow);
+    const [owner, joiner] = [await pod(slow, false), await pod(slow, false)];
+    const early = await owner.connectUser('slowack', 'desk', 'u1');
+    // The consumer looks the route up once and keeps a copy: the owner alone.
+    for (let seq = 0; seq < 3; seq++) await publish(nc, 'websocket.slowack.desk.chats', { seq });
+    await waitFor(() => seqs(early).length === 3, 5000, 'the warm-up events');
+    owner.child.kill('SIGSTOP');
+    let late: TestClient;
+    try {
+      await publish(nc, 'websocket.slowack.desk.chats', { seq: 3 });
+      // The consumer has pushed the event to the paused owner and waits for its answer; the joiner's
+      // client becomes ready after the event was published.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      late = await joiner.connectUser('slowack', 'desk', 'u2');
+    } finally {
+      owner.child.kill('SIGCONT');
+    }
+    await waitFor(() => seqs(early).includes(3), 5000, 'the event at the owner once it answers');
+    await late.expectSilence(500);
+    assert.deepEqual(seqs(late), [], 'the joining client got no event published before it was ready');
+    for (const client of [early, late]) client.close();
+    await Promise.all([consumer.stop(), owner.stop(), joiner.stop()]);
+  });
+
   test('kill -9 of the pod owning a selected chat: after reconnecting elsewhere, every event from the gap on arrives', async () => {
     const [survivor, doomed] = [await pod(), await pod()];
     const first = await doomed.connectUser('gap', 'desk', 'u1');
