@@ -106,20 +106,26 @@ const byRound = (rates: readonly number[] | undefined) => (rates === undefined ?
  */
 export function fanoutRatio(result: ScenarioResult, reference: ScenarioResult | undefined): number | undefined {
   if (reference === undefined) return undefined;
-  const [rates, referenceRates] = [result.bestRateByRound, reference.bestRateByRound];
-  if (rates !== undefined && referenceRates !== undefined) {
-    const ratios = rates.flatMap((rate, i) => ((referenceRates[i] ?? 0) > 0 ? [rate / referenceRates[i]!] : [])).sort((a, b) => a - b);
+  const byRound = roundRatios(result, reference);
+  if (byRound !== undefined) {
+    const ratios = byRound.filter((ratio): ratio is number => ratio !== undefined).sort((a, b) => a - b);
     return ratios.length === 0 ? undefined : ratios[Math.floor((ratios.length - 1) / 2)];
   }
   const [best, referenceBest] = [result, reference].map((r) => (r.fanout.ok ? bestStep(r.fanout.value) : undefined));
   return best === undefined || referenceBest === undefined ? undefined : best.rate / referenceBest.rate;
 }
 
+/** Each round's ratio to the reference's same round (undefined where the reference passed nothing); undefined without rounds. */
+function roundRatios(result: ScenarioResult, reference: ScenarioResult | undefined): Array<number | undefined> | undefined {
+  const [rates, referenceRates] = [result.bestRateByRound, reference?.bestRateByRound];
+  if (rates === undefined || referenceRates === undefined) return undefined;
+  return rates.map((rate, i) => ((referenceRates[i] ?? 0) > 0 ? rate / referenceRates[i]! : undefined));
+}
+
 /** `; by round 0.50, 0.62, 1.00` where the paths were swept more than once. */
 function ratiosByRound(result: ScenarioResult, reference: ScenarioResult | undefined): string {
-  const [rates, referenceRates] = [result.bestRateByRound, reference?.bestRateByRound];
-  if (rates === undefined || referenceRates === undefined) return '';
-  return `; by round ${rates.map((rate, i) => ((referenceRates[i] ?? 0) > 0 ? (rate / referenceRates[i]!).toFixed(2) : '—')).join(', ')}`;
+  const byRound = roundRatios(result, reference);
+  return byRound === undefined ? '' : `; by round ${byRound.map((ratio) => ratio?.toFixed(2) ?? '—').join(', ')}`;
 }
 
 /** The passing step at the best rate, if any step passed. */
