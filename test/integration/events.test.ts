@@ -390,6 +390,33 @@ describe('a consuming pod stopping', () => {
     assert.ok(info.ack_floor.stream_seq >= lastHandled, `acked up to ${info.ack_floor.stream_seq}, handled up to ${lastHandled}`);
   });
 
+  test('SIGTERM while events flow: what NATS sent the stopping pod reaches the client at once, not after the ack wait', async () => {
+    const keys = randomKeys();
+    // A consumer of its own, so this ack wait is the one it is created with: an event left with
+    // the stopping pod would reach the client only after it. Pulls of four make the pod ask for
+    // more every few events, so it is asking while it stops.
+    const env = podEnv(redis, nats, { NATS_CONSUMER: 'strand_check', NATS_ACK_WAIT_MS: '60000', NATS_MAX_IN_FLIGHT: '4' });
+    const stopping = await startGateway(env, keys);
+    const staying = await startGateway(env, keys);
+    let publishing = true;
+    try {
+      const client = await staying.connectUser('strand', 'desk', 'u1');
+      let published = 0;
+      const publisher = (async () => {
+        while (publishing) await publish(nc, 'websocket.strand.desk.chats', { seq: published++ });
+      })();
+      await waitFor(() => seqs(client).length >= 200, 10_000, 'events flowing to the client');
+      await stopping.stop();
+      publishing = false;
+      await publisher;
+      await waitFor(() => new Set(seqs(client)).size >= published, 10_000, `all ${published} events, well within the 60 s ack wait`);
+      client.close();
+    } finally {
+      publishing = false;
+      await Promise.all([stopping.stop(), staying.stop()]);
+    }
+  });
+
   test('NATS hung: SIGTERM still closes connections with 1001 and exits 0 within the shutdown timeout', async () => {
     const pod = await startGateway(podEnv(redis, nats, { DRAIN_WINDOW_MS: '500', SHUTDOWN_TIMEOUT_MS: '8000' }), randomKeys());
     const client = await pod.connectUser('hung', 'desk', 'u1');
