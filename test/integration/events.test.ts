@@ -359,6 +359,27 @@ function grpcFrame(message: Buffer): Buffer {
   return Buffer.concat([header, message]);
 }
 
+/**
+ * Publishes `{ seq }` events to `subject` one after another (seq from 0); once 200 have reached
+ * `client`, stops a pod with `stop` while they keep coming, then stops publishing. Answers how many
+ * were published.
+ */
+async function publishUntilStopped(nc: NatsConnection, subject: string, client: TestClient, stop: () => Promise<unknown>): Promise<number> {
+  let publishing = true;
+  let published = 0;
+  const publisher = (async () => {
+    while (publishing) await publish(nc, subject, { seq: published++ });
+  })();
+  try {
+    await waitFor(() => seqs(client).length >= 200, 10_000, 'events flowing to the client');
+    await stop();
+  } finally {
+    publishing = false;
+    await publisher;
+  }
+  return published;
+}
+
 describe('a consuming pod stopping', () => {
   let redis: RedisServer;
   let nats: NatsServer;
@@ -374,15 +395,7 @@ describe('a consuming pod stopping', () => {
   test('SIGTERM: every event the pod handled is acked before it exits', async () => {
     const pod = await startGateway(podEnv(redis, nats), randomKeys());
     const client = await pod.connectUser('stop', 'desk', 'u1');
-    let publishing = true;
-    let seq = 0;
-    const publisher = (async () => {
-      while (publishing) await publish(nc, 'websocket.stop.desk.chats', { seq: seq++ });
-    })();
-    await waitFor(() => seqs(client).length >= 200, 10_000, 'events flowing to the client');
-    await pod.stop();
-    publishing = false;
-    await publisher;
+    await publishUntilStopped(nc, 'websocket.stop.desk.chats', client, () => pod.stop());
     // One subject on a fresh stream: event `seq` is stream sequence seq + 1. Every event up to the
     // last one the client got was handled, so none of them may wait for a redelivery.
     const lastHandled = Math.max(...seqs(client)) + 1;
@@ -398,21 +411,12 @@ describe('a consuming pod stopping', () => {
     const env = podEnv(redis, nats, { NATS_CONSUMER: 'strand_check', NATS_ACK_WAIT_MS: '60000', NATS_MAX_IN_FLIGHT: '4' });
     const stopping = await startGateway(env, keys);
     const staying = await startGateway(env, keys);
-    let publishing = true;
     try {
       const client = await staying.connectUser('strand', 'desk', 'u1');
-      let published = 0;
-      const publisher = (async () => {
-        while (publishing) await publish(nc, 'websocket.strand.desk.chats', { seq: published++ });
-      })();
-      await waitFor(() => seqs(client).length >= 200, 10_000, 'events flowing to the client');
-      await stopping.stop();
-      publishing = false;
-      await publisher;
+      const published = await publishUntilStopped(nc, 'websocket.strand.desk.chats', client, () => stopping.stop());
       await waitFor(() => new Set(seqs(client)).size >= published, 10_000, `all ${published} events, well within the 60 s ack wait`);
       client.close();
     } finally {
-      publishing = false;
       await Promise.all([stopping.stop(), staying.stop()]);
     }
   });
