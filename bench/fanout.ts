@@ -2,7 +2,8 @@
 // Switchboard pod, and two pods with a gRPC hop in between, all fed from the same NATS subject
 // and measured by the same client processes in the same run, it reports:
 //   - the highest sustained events/s to 1,000 clients of one agent (≥ 97% delivered, p99 < 100 ms);
-//   - publish → client latency p50/p99/p99.9 for 100 clients at 1,000 events/s.
+//   - publish → client latency p50/p99/p99.9 for 100 clients at 1,000 events/s;
+//   - what a wake-up costs this machine, at the start and at the end (wakeCost.ts).
 // Client processes share this machine's cores with the servers, so only the difference from
 // the bare server means anything. The paths take turns, step by step in the fan-out sweeps and
 // window by window in the latency measurement, so a drift in the machine's speed reaches them all
@@ -38,6 +39,7 @@ import { STREAM } from './fanoutProtocol.js';
 import { startBare, startCrossPod, startOnePod, startSocketIo, startSocketIoCrossNode, type BareOptions, type FanoutTarget, type Infra } from './fanoutTargets.js';
 import { publishPaced } from './pacedPublisher.js';
 import { RateSearch } from './rateSearch.js';
+import { measureWakeCost } from './wakeCost.js';
 
 const DEFAULT_SHAPE = { fanoutClients: 1000, latencyClients: 100, latencyRate: 1000 };
 const SMOKE_SHAPE = { fanoutClients: 50, latencyClients: 20, latencyRate: 100 };
@@ -142,6 +144,8 @@ const paths: Path[] = await Promise.all(chosen.map(async (id) => ({ id, ...scena
 const loadAtStart = loadavg();
 const results: ScenarioResult[] = [];
 try {
+  // Measured before and after: the machine's speed drifts, and this says by how much.
+  const wakeCostAtStart = await measureWakeCost();
   const rounds: Array<Map<string, SweepResult>> = [];
   for (let round = 1; round <= ROUNDS; round++) {
     process.stderr.write(`fan-out sweeps${ROUNDS > 1 ? ` (round ${round} of ${ROUNDS})` : ''}, taking turns: ${paths.map((path) => path.label).join('; ')}\n`);
@@ -154,9 +158,10 @@ try {
     const byRound = ROUNDS > 1 ? { bestRateByRound: sweeps.map(bestRateOf) } : {};
     results.push({ id: path.id, label: path.label, fanout: medianSweep(sweeps), ...byRound, latency: latencies.get(path.id)! });
   }
-  const report = renderReport(results, { fanoutClients: FANOUT_CLIENTS, latencyClients: LATENCY_CLIENTS, latencyRate: LATENCY_RATE, cores: cpus().length });
+  const wakeCost = { atStart: wakeCostAtStart, atEnd: await measureWakeCost() };
+  const report = renderReport(results, { fanoutClients: FANOUT_CLIENTS, latencyClients: LATENCY_CLIENTS, latencyRate: LATENCY_RATE, cores: cpus().length }, wakeCost);
   const json = {
-    machine: { ...machine(), loadAverageAtStart: loadAtStart, loadAverageAtEnd: loadavg() },
+    machine: { ...machine(), loadAverageAtStart: loadAtStart, loadAverageAtEnd: loadavg(), wakeCost },
     settings: { ...settings, rounds: ROUNDS, quick: flags.quick, smoke: flags.smoke, fanoutClients: FANOUT_CLIENTS, latencyClients: LATENCY_CLIENTS, latencyRate: LATENCY_RATE, bareSource, deliveryFloor: DELIVERY_FLOOR, p99CeilingMs: P99_CEILING_MS },
     results,
   };

@@ -1,6 +1,7 @@
 // Result shapes of bench/fanout.ts and the markdown it prints: one row per path, then the
 // issue's targets checked against the bare server measured in the same run.
 import type { LatencySummary } from './latencyHistogram.js';
+import type { WakeCost } from './wakeCost.js';
 
 /** A measurement, or why it could not be made. */
 export type Outcome<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly reason: string };
@@ -51,7 +52,11 @@ const pct = (value: number) => `${value.toFixed(0)}%`;
 const sum = (values: Record<string, number>) => Object.values(values).reduce((a, b) => a + b, 0);
 
 /** The markdown printed at the end of a run. */
-export function renderReport(results: readonly ScenarioResult[], shape: { fanoutClients: number; latencyClients: number; latencyRate: number; cores: number }): string {
+export function renderReport(
+  results: readonly ScenarioResult[],
+  shape: { fanoutClients: number; latencyClients: number; latencyRate: number; cores: number },
+  wakeCost: { readonly atStart: WakeCost; readonly atEnd: WakeCost },
+): string {
   const bareP99 = referenceP99(results, 'bare');
   const bare = results.find((r) => r.id === 'bare');
   const lines = [
@@ -84,8 +89,17 @@ export function renderReport(results: readonly ScenarioResult[], shape: { fanout
     cells.push(`${fanoutCpu === undefined ? '—' : pct(sum(fanoutCpu))} / ${latencyCpu === undefined ? '—' : pct(sum(latencyCpu))}`);
     lines.push(`| ${cells.map((cell) => cell.replace(/\|/g, '\\|')).join(' | ')} |`);
   }
-  lines.push('', ...targetLines(results), '', ...detailLines(results, shape.cores), '');
+  lines.push('', ...targetLines(results), '', ...detailLines(results, shape.cores), '', wakeCostLine(wakeCost), '');
   return lines.join('\n');
+}
+
+/** What a wake-up cost this machine at the start and at the end of the run (see wakeCost.ts). */
+export function wakeCostLine({ atStart, atEnd }: { readonly atStart: WakeCost; readonly atEnd: WakeCost }): string {
+  const describe = (cost: WakeCost) => `${cost.cpuMicrosPerWake.toFixed(0)} µs of CPU (round trip p50 ${cost.roundTripP50Micros.toFixed(0)} µs, p99 ${cost.roundTripP99Micros.toFixed(0)} µs)`;
+  return (
+    `Machine: a Node process woken ${atStart.rate} times a second through a pipe spent ${describe(atStart)} per wake at the start of the run and ` +
+    `${describe(atEnd)} at the end. Every process an event passes through pays this for it, so the higher it is, the more an extra process on a path costs that path.`
+  );
 }
 
 /** The latency p99 of a reference server's run, where measured. */

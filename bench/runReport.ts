@@ -1,15 +1,18 @@
 // The side-by-side table of bench/run.ts: one row per figure, with Switchboard, the bare
 // uWebSockets.js ceiling and Socket.IO 4 as measured in the same run, read from the JSON files
 // the scenario processes wrote.
-import { fanoutRatio, type ScenarioResult, type StepResult } from './fanoutReport.js';
+import { fanoutRatio, wakeCostLine, type ScenarioResult, type StepResult } from './fanoutReport.js';
 import type { IdleResult } from './idle.js';
 import type { SlowConsumerResult } from './slowConsumers.js';
+import type { WakeCost } from './wakeCost.js';
 
 /** What each scenario process wrote, where it ran to the end. */
 export interface ScenarioFiles {
   fanout?: {
     readonly settings: { readonly fanoutClients?: number; readonly latencyClients?: number; readonly latencyRate?: number; readonly maxRate?: number };
     readonly results: readonly ScenarioResult[];
+    /** Absent in results from before the wake-up cost was measured. */
+    readonly machine?: { readonly wakeCost?: { readonly atStart: WakeCost; readonly atEnd: WakeCost } };
   };
   cluster?: {
     readonly pods: number;
@@ -56,6 +59,7 @@ export function renderTable(files: ScenarioFiles, failures: Record<string, strin
     ...roundNotes(files.fanout),
     ...sweepCapNotes(files.fanout),
     ...overloadNotes(files.fanout),
+    ...(files.fanout?.machine?.wakeCost === undefined ? [] : [`- ${wakeCostLine(files.fanout.machine.wakeCost)}`]),
     ...slowConsumerNotes(files.slowConsumers),
     ...Object.entries(failures).map(([name, why]) => `- ${name} failed: ${why}; its rows are missing.`),
     '',

@@ -34,7 +34,9 @@ test('the benchmark harness in --smoke mode measures the ceiling and one pod, wi
     assert.ok(readersWhileStalled?.switchboard !== undefined && readersWhileStalled.ceiling !== undefined, `slow consumers measured for both: ${JSON.stringify(readersWhileStalled)}`);
     const rssPeak = figure('slow consumers: server RSS peak');
     assert.ok(rssPeak?.switchboard !== undefined && rssPeak.switchboard > 0, `server memory sampled: ${JSON.stringify(rssPeak)}`);
-    assert.match(readFileSync(join(out, 'report.md'), 'utf8'), /\| figure \| Switchboard \| ceiling/);
+    const markdown = readFileSync(join(out, 'report.md'), 'utf8');
+    assert.match(markdown, /\| figure \| Switchboard \| ceiling/);
+    assert.match(markdown, /a Node process woken 300 times a second through a pipe spent [1-9]\d* µs of CPU/, "the report gives the machine's wake-up cost");
   } finally {
     clearTimeout(timer);
     if (child.exitCode === null) child.kill('SIGINT');
