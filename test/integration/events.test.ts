@@ -316,6 +316,47 @@ describe('events under pod faults', () => {
     client.close();
     await consumer.stop();
   });
+
+  test('Redis hung while events flow: events still reach both pods from the route copy at once, and after SIGCONT each has arrived once and is acked', async () => {
+    // Leases longer than the hang, so the connections outlive it.
+    const longLease = { LEASE_TTL_MS: '15000', LEASE_RENEW_INTERVAL_MS: '5000' };
+    const consumer = await pod(longLease);
+    const owner = await pod(longLease, false);
+    const [local, remote] = [await consumer.connectUser('rhang', 'desk', 'u1'), await owner.connectUser('rhang', 'desk', 'u2')];
+    const all = Array.from({ length: 21 }, (_, i) => i);
+    const received = (client: TestClient) => [...seqs(client)].sort((x, y) => x - y);
+    try {
+      // The first event makes the consuming pod look the route up and keep a copy of its owners.
+      await publish(nc, 'websocket.rhang.desk.chats', { seq: 0 });
+      await waitFor(() => seqs(local).length === 1 && seqs(remote).length === 1, 5000, 'the first event on both pods');
+      const retriedBefore = await consumer.metric('switchboard_events_redelivered_total');
+      redis.pause();
+      try {
+        for (let seq = 1; seq < all.length; seq++) await publish(nc, 'websocket.rhang.desk.chats', { seq });
+        await waitFor(() => new Set(seqs(local)).size === all.length && new Set(seqs(remote)).size === all.length, 5000, 'every event on both pods while Redis is hung');
+        // The copy could not be confirmed, so the events are not acked but retried.
+        await waitFor(async () => (await consumer.metric('switchboard_events_redelivered_total')) > retriedBefore, 5000, 'unconfirmed events to be retried');
+      } finally {
+        redis.resume();
+      }
+      const jsm = await nc.jetstreamManager();
+      await waitFor(
+        async () => {
+          const info = await jsm.consumers.info('wa_stream', 'ws_fanout');
+          return info.num_pending === 0 && info.num_ack_pending === 0;
+        },
+        10_000,
+        'every event to be acked once Redis answers',
+      );
+      // Retries reached pods that already had the event: each skipped it.
+      assert.deepEqual(received(local), all, "the consuming pod's client got each event once");
+      assert.deepEqual(received(remote), all, "the other pod's client got each event once");
+    } finally {
+      local.close();
+      remote.close();
+      await Promise.all([consumer.stop(), owner.stop()]);
+    }
+  });
 });
 
 /**
