@@ -78,7 +78,7 @@ export class Metrics {
     });
     this.eventsFannedOut = new Counter({
       name: `${prefix}events_fanned_out_total`,
-      help: 'Event deliveries by outcome: local socket writes, forwarded to a peer, dropped, dead.',
+      help: 'Event deliveries by outcome: local socket writes, forwarded to a peer, dropped (no owner), deferred (owners unknown while Redis recovers lost data), dead.',
       labelNames: ['outcome'],
       registers,
     });

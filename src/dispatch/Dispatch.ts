@@ -76,18 +76,25 @@ export class Dispatch {
     const served = await this.#alreadyServed(event);
     // A redelivery always asks Redis: it is being retried because something changed.
     const remembered = event.delivery?.redelivered === true ? undefined : this.deps.routes.remembered?.(route);
-    if (remembered === undefined) return this.#settle(event, await this.#deliverTo(check.target, event, await this.deps.routes.owners(route), served));
+    if (remembered === undefined) {
+      const found = await this.deps.routes.owners(route);
+      // An event without a delivery key (the admin API without a broker) could not be told from its
+      // repeat: while owners may be missing it goes to nobody, and its publisher is asked again.
+      const pods = found.incompleteForMs > 0 && event.delivery === undefined ? [] : found.pods;
+      return this.#settle(event, await this.#deliverTo(check.target, event, pods, served), found.incompleteForMs);
+    }
     // Delivered from the pod's copy of the owners at once; confirmed (or completed) before the ack.
     // The confirm starts first, so it hears the route changes made before the event arrived (and
     // within a Redis round trip), not those made while the pushes to peers were answered.
     const confirmed = remembered.confirm();
     const first = await this.#deliverTo(check.target, event, remembered.owners, served);
-    if (await confirmed) return this.#settle(event, first);
+    if (await confirmed) return this.#settle(event, first, 0);
     this.metrics.routeCopyMisses.inc();
-    const owners = await this.deps.routes.owners(route);
-    const missed = owners.filter((pod) => !remembered.owners.includes(pod));
+    const found = await this.deps.routes.owners(route);
+    const missed = found.pods.filter((pod) => !remembered.owners.includes(pod));
     const second = await this.#deliverTo(check.target, event, missed, served);
-    return this.#settle(event, { owners: first.owners + second.owners, reached: [...first.reached, ...second.reached], complete: first.complete && second.complete });
+    const attempt = { owners: first.owners + second.owners, reached: [...first.reached, ...second.reached], complete: first.complete && second.complete };
+    return this.#settle(event, attempt, found.incompleteForMs);
   };
 
   /** Writes to this pod's connections if it is an owner and pushes to the other owners not yet served. */
@@ -105,8 +112,18 @@ export class Dispatch {
     return { owners: owners.length, reached, complete: forwarded.length === remote.length };
   }
 
-  /** `delivered` once every owner has the event; otherwise remembers who has it and asks for a retry. */
-  async #settle(event: InboundEvent, attempt: Attempt): Promise<DispatchOutcome> {
+  /**
+   * `delivered` once every owner has the event; otherwise remembers who has it and asks for a retry,
+   * after `incompleteForMs` when the owners looked up may not be all of them yet.
+   */
+  async #settle(event: InboundEvent, attempt: Attempt, incompleteForMs: number): Promise<DispatchOutcome> {
+    if (incompleteForMs > 0) {
+      // Owners that have not re-asserted their routes yet would be skipped for good: held until they have.
+      this.metrics.eventsFannedOut.inc({ outcome: 'deferred' });
+      this.log.debug({ request_id: event.requestId, subject: event.subject, retry_after_ms: incompleteForMs }, 'route owners may be incomplete; the event will be retried');
+      await this.#remember(event, attempt.reached);
+      return { retryAfterMs: incompleteForMs };
+    }
     if (attempt.owners === 0) {
       this.metrics.eventsFannedOut.inc({ outcome: 'dropped' });
       this.log.debug({ request_id: event.requestId, subject: event.subject }, 'no connection wants this event');

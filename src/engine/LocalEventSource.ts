@@ -22,6 +22,10 @@ export class LocalEventSource implements EventSource {
     const outcome = await this.#sink({ origin: 'admin_api', subject, payload, requestId: requestId ?? randomUUID(), publishedAtMs: Date.now() });
     // Without a broker nothing redelivers: the publisher must hear that an owner missed the event.
     if (outcome === 'retry') throw new GatewayError('ServiceUnavailable', 'an owning pod could not be reached; publish again');
+    if (typeof outcome === 'object') {
+      const seconds = Math.ceil(outcome.retryAfterMs / 1000);
+      throw new GatewayError('ServiceUnavailable', `Redis lost its data and pods are re-asserting their routes; publish again in ${seconds} s`);
+    }
   }
 
   isHealthy(): boolean {

@@ -1,4 +1,4 @@
-import { routeKey, type Route, type RouteRegistry } from '../routes/RouteRegistry.js';
+import { routeKey, type Route, type RouteOwners, type RouteRegistry } from '../routes/RouteRegistry.js';
 
 /** The in-process route registry: reference counts for the one pod there is. */
 export class LocalRoutes implements RouteRegistry {
@@ -18,7 +18,7 @@ export class LocalRoutes implements RouteRegistry {
     else this.#counts.delete(key);
   }
 
-  async owners(route: Route): Promise<readonly string[]> {
-    return this.#counts.has(routeKey(route)) ? [this.podId] : [];
+  async owners(route: Route): Promise<RouteOwners> {
+    return { pods: this.#counts.has(routeKey(route)) ? [this.podId] : [], incompleteForMs: 0 };
   }
 }

@@ -1,8 +1,12 @@
 /** What brought an event in; the label of the events-in metric. */
 export type EventOrigin = 'admin_api' | 'nats' | 'peer';
 
-/** What became of an event: acknowledge it, try it again later, or drop it for good as malformed. */
-export type DispatchOutcome = 'delivered' | 'retry' | 'rejected';
+/**
+ * What became of an event: acknowledge it, try it again later (after the configured delay, or after
+ * `retryAfterMs` when dispatch knows how long its owners may stay unknown), or drop it for good as
+ * malformed.
+ */
+export type DispatchOutcome = 'delivered' | 'retry' | { readonly retryAfterMs: number } | 'rejected';
 
 /** An event as it enters dispatch, whatever brought it. */
 export interface InboundEvent {

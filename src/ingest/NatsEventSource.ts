@@ -184,21 +184,17 @@ export class NatsEventSource implements EventSource {
       this.log.error({ err, request_id: event.requestId, subject: event.subject }, 'dispatch failed; the event will be retried');
       outcome = 'retry';
     }
-    switch (outcome) {
-      case 'delivered':
-      case 'rejected':
-        // A malformed event is poison: acked (and counted by dispatch) so it never comes back.
-        this.#acks.push(message);
-        this.#ackTimer ??= setTimeout(() => this.#sendAcks(), ACK_GATHER_MS);
-        return;
-      case 'retry':
-        if (message.info.redeliveryCount >= this.#maxDeliver) {
-          this.#bury(message, event);
-          return;
-        }
-        message.nak(this.options.nakDelayMs);
-        return;
+    if (outcome === 'delivered' || outcome === 'rejected') {
+      // A malformed event is poison: acked (and counted by dispatch) so it never comes back.
+      this.#acks.push(message);
+      this.#ackTimer ??= setTimeout(() => this.#sendAcks(), ACK_GATHER_MS);
+      return;
     }
+    if (message.info.redeliveryCount >= this.#maxDeliver) {
+      this.#bury(message, event);
+      return;
+    }
+    message.nak(outcome === 'retry' ? this.options.nakDelayMs : Math.max(outcome.retryAfterMs, this.options.nakDelayMs));
   }
 
   /** Acks every handled event in one turn, so the NATS client writes them together. */

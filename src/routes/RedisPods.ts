@@ -6,6 +6,19 @@ import type { PodDirectory, PodInfo } from './PodDirectory.js';
 
 /** Prefix of the heartbeat keys; route and session scripts check liveness against it. */
 export const POD_PREFIX = 'pod:';
+/**
+ * Set when a pod finds its own heartbeat gone: Redis lost its data (a restart without persistence,
+ * FLUSHALL), or the pod stalled past its lease. Until it expires, pods may still be re-asserting
+ * their heartbeats and routes, so route lookups may miss owners (see owners.lua).
+ */
+export const RECOVERING_KEY = 'cluster:recovering';
+/** Past one renewal period every pod has re-asserted; the margin covers the renewal's own round trips. */
+const RECOVERY_MARGIN_MS = 1000;
+
+/** How long a recovery lasts: until every pod has renewed once since it began. */
+export function recoveryMs(lease: LeaseOptions): number {
+  return lease.renewIntervalMs + RECOVERY_MARGIN_MS;
+}
 
 interface Heartbeat {
   readonly connections: number;
@@ -17,6 +30,8 @@ interface Heartbeat {
 export class RedisPods implements PodDirectory {
   #timer: NodeJS.Timeout | undefined;
   readonly #startedAtMs = Date.now();
+  /** Whether this pod has written a heartbeat: from then on, finding none means Redis lost it. */
+  #beating = false;
 
   constructor(
     private readonly redis: RedisConnection,
@@ -55,7 +70,16 @@ export class RedisPods implements PodDirectory {
 
   async #beat(): Promise<void> {
     const heartbeat: Heartbeat = { connections: this.connectionCount(), started_at_ms: this.#startedAtMs, seen_at_ms: Date.now() };
-    await this.redis.run('pod_heartbeat', (r) => r.set(`${POD_PREFIX}${this.podId}`, JSON.stringify(heartbeat), 'PX', this.lease.leaseMs));
+    const previous = await this.redis.run('pod_heartbeat', (r) => r.set(`${POD_PREFIX}${this.podId}`, JSON.stringify(heartbeat), 'PX', this.lease.leaseMs, 'GET'));
+    if (previous === null && this.#beating) await this.#startRecovery();
+    this.#beating = true;
+  }
+
+  /** Marks a recovery (unless one is on): events wait for owners that have not re-asserted yet instead of missing them. */
+  async #startRecovery(): Promise<void> {
+    const windowMs = recoveryMs(this.lease);
+    const started = await this.redis.run('recovery_mark', (r) => r.set(RECOVERING_KEY, this.podId, 'PX', windowMs, 'NX'));
+    if (started !== null) this.log.warn({ window_ms: windowMs }, 'this pod\'s heartbeat was gone from Redis (it lost its data, or this pod stalled past its lease); events wait until every pod has re-asserted its routes');
   }
 }
 

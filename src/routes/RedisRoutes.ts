@@ -3,12 +3,12 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { RedisConnection } from '../redis/RedisConnection.js';
 import type { LeaseOptions } from '../sessions/RedisSessions.js';
-import { POD_PREFIX } from './RedisPods.js';
-import { routeKey, type RememberedOwners, type Route, type RouteRegistry } from './RouteRegistry.js';
+import { POD_PREFIX, RECOVERING_KEY, recoveryMs } from './RedisPods.js';
+import { routeKey, type RememberedOwners, type Route, type RouteOwners, type RouteRegistry } from './RouteRegistry.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    routeOwners(key: string, podPrefix: string, changeChannel: string): Result<string[], Context>;
+    routeOwners(key: string, recoveringKey: string, podPrefix: string, changeChannel: string, podId: string, recoveryMs: number): Result<[string[], number], Context>;
     routeAdd(key: string, podId: string, leaseMs: number, changeChannel: string): Result<number, Context>;
     routeRemove(key: string, podId: string, changeChannel: string): Result<number, Context>;
   }
@@ -64,6 +64,8 @@ export class RedisRoutes implements RouteRegistry {
   #listening = false;
   #confirmWaiters: ConfirmWaiter[] = [];
   #pingInFlight = false;
+  /** The last lookup said Redis is recovering lost data (logged once per recovery). */
+  #recovering = false;
   #refreshTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -73,7 +75,7 @@ export class RedisRoutes implements RouteRegistry {
     private readonly metrics: Metrics,
     private readonly log: Logger,
   ) {
-    redis.defineScript('routeOwners', new URL('./owners.lua', import.meta.url), 1);
+    redis.defineScript('routeOwners', new URL('./owners.lua', import.meta.url), 2);
     redis.defineScript('routeAdd', new URL('./add.lua', import.meta.url), 1);
     redis.defineScript('routeRemove', new URL('./remove.lua', import.meta.url), 1);
   }
@@ -116,18 +118,28 @@ export class RedisRoutes implements RouteRegistry {
     await this.redis.run('route_remove', (r) => r.routeRemove(key, this.podId, ROUTE_CHANGES_CHANNEL));
   }
 
-  /** Looks the route up in Redis, keeping a copy unless a change to it was heard meanwhile. */
-  async owners(route: Route): Promise<readonly string[]> {
+  /**
+   * Looks the route up in Redis, keeping a copy unless a change to it was heard meanwhile or the
+   * answer may be incomplete (Redis is recovering lost data).
+   */
+  async owners(route: Route): Promise<RouteOwners> {
     const key = redisKey(route);
     const changesAtLookup = this.#changes;
     const epoch = this.#epoch;
-    const owners = await this.redis.run('route_owners', (r) => r.routeOwners(key, POD_PREFIX, ROUTE_CHANGES_CHANNEL));
-    if (this.#listening && epoch === this.#epoch && (this.#lastChange.get(key) ?? 0) <= changesAtLookup) {
+    const [owners, incompleteForMs] = await this.redis.run('route_owners', (r) =>
+      r.routeOwners(key, RECOVERING_KEY, POD_PREFIX, ROUTE_CHANGES_CHANNEL, this.podId, recoveryMs(this.lease)),
+    );
+    const current = epoch === this.#epoch && (this.#lastChange.get(key) ?? 0) <= changesAtLookup;
+    if (this.#listening && current && incompleteForMs === 0) {
       // A Map iterates in insertion order: the first key is the oldest copy.
       if (this.#copies.size >= MAX_COPIES) this.#copies.delete(this.#copies.keys().next().value ?? '');
       this.#copies.set(key, { owners, changesAtLookup, epoch });
     }
-    return owners;
+    if (incompleteForMs > 0 && !this.#recovering) {
+      this.log.warn({ for_ms: incompleteForMs }, 'Redis is recovering lost data: events wait until every pod has re-asserted its routes');
+    }
+    this.#recovering = incompleteForMs > 0;
+    return { pods: owners, incompleteForMs };
   }
 
   remembered(route: Route): RememberedOwners | undefined {

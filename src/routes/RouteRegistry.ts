@@ -15,12 +15,22 @@ export interface RouteRegistry {
   /** Counts one interested local connection less; the pod leaves the route at zero. */
   release(route: Route): Promise<void>;
   /** The pod ids that currently hold the route. */
-  owners(route: Route): Promise<readonly string[]>;
+  owners(route: Route): Promise<RouteOwners>;
   /**
    * The owners as this pod last read them, if it has a copy it is told about changes to: dispatch
    * delivers to them at once and asks `confirm` before it acks. Absent where a lookup costs nothing.
    */
   remembered?(route: Route): RememberedOwners | undefined;
+}
+
+/** A route's owners as a lookup found them. */
+export interface RouteOwners {
+  readonly pods: readonly string[];
+  /**
+   * Above 0 while the answer may miss owners: Redis lost its data and pods are still re-asserting
+   * their routes. Ask again after this many ms.
+   */
+  readonly incompleteForMs: number;
 }
 
 /** A local copy of a route's owners. */

@@ -243,12 +243,29 @@ describe('cluster faults', () => {
     await waitFor(async () => (await redis.client.exists(...expected)) === expected.length, RENEW_MS * 3, 'the keys to be re-asserted');
     await waitFor(async () => (await fetch(`${gateway.httpBase}/ready`)).status === 200, 3000, '/ready to answer 200');
     assert.ok(user.isOpen, 'the connection survived the restart');
+    // Until every pod has renewed once, a lookup may miss owners: publishes are refused meanwhile.
+    await waitFor(async () => (await redis.client.exists('cluster:recovering')) === 0, RENEW_MS * 3, 'the recovery to end');
     await gateway.publish('websocket.restart.desk.messages.c7', { event_id: 'after-restart' });
     assert.deepEqual((await user.expect('event')).payload, { event_id: 'after-restart' });
     // The kill switch listens again: a second login still replaces the first.
     const again = await gateway.connectUser('restart', 'desk', 'rita');
     await expectReplaced(user);
     again.close();
+  });
+
+  test('while Redis recovers lost data, a publish without NATS is refused with 503 instead of missing owners', async () => {
+    const gateway = await pod();
+    const user = await gateway.connectUser('recover', 'desk', 'rosa');
+    // What a pod that found its heartbeat gone sets: lookups may miss owners until it expires.
+    await redis.client.set('cluster:recovering', 'test', 'PX', 10_000);
+    try {
+      await assert.rejects(gateway.publish('websocket.recover.desk.chats', { event_id: 'during' }), /publish answered 503: .*publish again in \d+ s/);
+    } finally {
+      await redis.client.del('cluster:recovering');
+    }
+    await gateway.publish('websocket.recover.desk.chats', { event_id: 'after' });
+    assert.deepEqual((await user.expect('event')).payload, { event_id: 'after' });
+    user.close();
   });
 
   test('clean shutdown leaves no session, route or heartbeat key of that pod behind', async () => {

@@ -357,6 +357,33 @@ describe('events under pod faults', () => {
       await Promise.all([consumer.stop(), owner.stop()]);
     }
   });
+
+  test('Redis restarted empty while events flow: events wait for the pods to re-assert their routes instead of being dropped', async () => {
+    const consumer = await pod();
+    const owner = await pod({}, false);
+    const [local, remote] = [await consumer.connectUser('rlost', 'desk', 'u1'), await owner.connectUser('rlost', 'desk', 'u2')];
+    const all = Array.from({ length: 30 }, (_, i) => i);
+    const received = (client: TestClient) => [...seqs(client)].sort((x, y) => x - y);
+    try {
+      await redis.restart();
+      // Published at once and over the next renewal period, while the routes are gone from Redis
+      // and come back pod by pod.
+      for (const seq of all) {
+        await publish(nc, 'websocket.rlost.desk.chats', { seq });
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      await waitFor(() => new Set(seqs(local)).size === all.length && new Set(seqs(remote)).size === all.length, 10_000, 'every event on both pods');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.deepEqual(received(local), all, "the consuming pod's client got each event once");
+      assert.deepEqual(received(remote), all, "the other pod's client got each event once");
+      assert.equal(await consumer.metric('switchboard_events_fanned_out_total{outcome="dropped"}'), 0, 'no event was dropped for want of an owner');
+      assert.ok((await consumer.metric('switchboard_events_fanned_out_total{outcome="deferred"}')) > 0, 'events waited for the recovery');
+    } finally {
+      local.close();
+      remote.close();
+      await Promise.all([consumer.stop(), owner.stop()]);
+    }
+  });
 });
 
 /**

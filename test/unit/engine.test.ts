@@ -57,9 +57,9 @@ describe('LocalRoutes', () => {
     await routes.retain(route);
     await routes.retain(route);
     await routes.release(route);
-    assert.deepEqual(await routes.owners(route), ['pod-1']);
+    assert.deepEqual(await routes.owners(route), { pods: ['pod-1'], incompleteForMs: 0 });
     await routes.release(route);
-    assert.deepEqual(await routes.owners(route), []);
+    assert.deepEqual(await routes.owners(route), { pods: [], incompleteForMs: 0 });
   });
 });
 
