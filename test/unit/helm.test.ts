@@ -738,6 +738,7 @@ describe('deploy/', () => {
     for (const expected of [
       'SwitchboardSessionLeaseLosses',
       'SwitchboardDeadEvents',
+      'SwitchboardRedisLostData',
       'SwitchboardBreakerOpen',
       'SwitchboardSlowConsumers',
       'SwitchboardConsumerLag',
@@ -751,6 +752,7 @@ describe('deploy/', () => {
     const byName = new Map(rules.map((r) => [r.alert, r]));
     assert.match(byName.get('SwitchboardBreakerOpen')?.expr ?? '', /switchboard_breaker_state\)? == 2/);
     assert.match(byName.get('SwitchboardDeadEvents')?.expr ?? '', /switchboard_events_fanned_out_total\{outcome="dead"\}/);
+    assert.match(byName.get('SwitchboardRedisLostData')?.expr ?? '', /switchboard_events_fanned_out_total\{outcome="deferred"\}/);
     assert.match(byName.get('SwitchboardConsumerLag')?.expr ?? '', /switchboard_consumer_pending\{kind="pending"\}/);
     const exported = await exportedMetrics();
     const unknown = [...referencedMetrics(rules.map((r) => r.expr))].filter((m) => !exported.has(m));
