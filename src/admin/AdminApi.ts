@@ -62,7 +62,7 @@ export class AdminApi {
         if (res.headersSent) return;
         // Expected failures (NATS or Redis unreachable) carry their own code; anything else is a bug.
         if (err instanceof GatewayError) {
-          sendError(res, err.code, err.message);
+          sendJson(res, ERRORS[err.code].http, err.toPayload());
           return;
         }
         this.deps.log.error({ err, path: req.url?.split('?')[0] }, 'admin request failed');

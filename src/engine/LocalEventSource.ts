@@ -24,7 +24,8 @@ export class LocalEventSource implements EventSource {
     if (outcome === 'retry') throw new GatewayError('ServiceUnavailable', 'an owning pod could not be reached; publish again');
     if (typeof outcome === 'object') {
       const seconds = Math.ceil(outcome.retryAfterMs / 1000);
-      throw new GatewayError('ServiceUnavailable', `Redis lost its data and pods are re-asserting their routes; publish again in ${seconds} s`);
+      const message = `Redis lost its data and pods are re-asserting their routes; publish again in ${seconds} s`;
+      throw new GatewayError('ServiceUnavailable', message, { retry_after_ms: outcome.retryAfterMs });
     }
   }
 

@@ -259,7 +259,7 @@ describe('cluster faults', () => {
     // What a pod that found its heartbeat gone sets: lookups may miss owners until it expires.
     await redis.client.set('cluster:recovering', 'test', 'PX', 10_000);
     try {
-      await assert.rejects(gateway.publish('websocket.recover.desk.chats', { event_id: 'during' }), /publish answered 503: .*publish again in \d+ s/);
+      await assert.rejects(gateway.publish('websocket.recover.desk.chats', { event_id: 'during' }), /publish answered 503: .*publish again in \d+ s.*"retry_after_ms":\d+/);
     } finally {
       await redis.client.del('cluster:recovering');
     }
