@@ -44,10 +44,10 @@ export class RedisPods implements PodDirectory {
   /** Writes the first heartbeat (before any session or route names this pod) and keeps beating. */
   async start(): Promise<void> {
     await this.#beat();
-    this.#timer = setInterval(() => {
-      this.#beat().catch((err: unknown) => this.log.warn({ err }, 'pod heartbeat failed; retrying next period'));
-    }, this.lease.renewIntervalMs);
+    this.#timer = setInterval(this.#beatLogged, this.lease.renewIntervalMs);
     this.#timer.unref();
+    // Back from a reconnect: beat at once, so a Redis that lost its data is found out now, not a period later.
+    this.redis.commands.on('ready', this.#beatLogged);
   }
 
   async list(): Promise<readonly PodInfo[]> {
@@ -65,8 +65,13 @@ export class RedisPods implements PodDirectory {
   /** Removes the heartbeat so peers stop routing here at once. */
   async stop(): Promise<void> {
     clearInterval(this.#timer);
+    this.redis.commands.off('ready', this.#beatLogged);
     await this.redis.run('pod_remove', (r) => r.del(`${POD_PREFIX}${this.podId}`));
   }
+
+  readonly #beatLogged = (): void => {
+    this.#beat().catch((err: unknown) => this.log.warn({ err }, 'pod heartbeat failed; retrying next period'));
+  };
 
   async #beat(): Promise<void> {
     const heartbeat: Heartbeat = { connections: this.connectionCount(), started_at_ms: this.#startedAtMs, seen_at_ms: Date.now() };
