@@ -34,7 +34,10 @@ export class RedisEngine implements Engine {
     this.#log = log;
     const { podId, lease } = options;
     this.#connection = new RedisConnection(options.redis, metrics, log.child({ part: 'redis' }));
-    this.pods = new RedisPods(this.#connection, podId, lease, options.connectionCount, log.child({ part: 'pods' }));
+    const reassert = async () => {
+      await Promise.all([this.routes.refreshAll(), this.sessions.renewAll()]);
+    };
+    this.pods = new RedisPods(this.#connection, podId, lease, options.connectionCount, reassert, log.child({ part: 'pods' }));
     this.sessions = new RedisSessions(this.#connection, podId, lease, options.maxDevices, metrics, log.child({ part: 'sessions' }));
     this.routes = new RedisRoutes(this.#connection, podId, lease, metrics, log.child({ part: 'routes' }));
     this.tokenCache = new RedisTokenCache(this.#connection, log.child({ part: 'token-cache' }));

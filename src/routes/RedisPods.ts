@@ -12,10 +12,13 @@ export const POD_PREFIX = 'pod:';
  * their heartbeats and routes, so route lookups may miss owners (see owners.lua).
  */
 export const RECOVERING_KEY = 'cluster:recovering';
-/** Past one renewal period every pod has re-asserted; the margin covers the renewal's own round trips. */
+/** The margin covers the heartbeat's and the re-assertion's own round trips. */
 const RECOVERY_MARGIN_MS = 1000;
 
-/** How long a recovery lasts: until every pod has renewed once since it began. */
+/**
+ * How long a recovery lasts past the last pod that found the loss: every connected pod's heartbeat
+ * finds it within one renewal period, and a pod that finds it writes its routes back at once.
+ */
 export function recoveryMs(lease: LeaseOptions): number {
   return lease.renewIntervalMs + RECOVERY_MARGIN_MS;
 }
@@ -38,6 +41,8 @@ export class RedisPods implements PodDirectory {
     private readonly podId: string,
     private readonly lease: LeaseOptions,
     private readonly connectionCount: () => number,
+    /** Writes back what Redis lost of this pod's state (its routes and sessions). */
+    private readonly reassert: () => Promise<void>,
     private readonly log: Logger,
   ) {}
 
@@ -76,15 +81,20 @@ export class RedisPods implements PodDirectory {
   async #beat(): Promise<void> {
     const heartbeat: Heartbeat = { connections: this.connectionCount(), started_at_ms: this.#startedAtMs, seen_at_ms: Date.now() };
     const previous = await this.redis.run('pod_heartbeat', (r) => r.set(`${POD_PREFIX}${this.podId}`, JSON.stringify(heartbeat), 'PX', this.lease.leaseMs, 'GET'));
-    if (previous === null && this.#beating) await this.#startRecovery();
+    if (previous === null && this.#beating) await this.#recover();
     this.#beating = true;
   }
 
-  /** Marks a recovery (unless one is on): events wait for owners that have not re-asserted yet instead of missing them. */
-  async #startRecovery(): Promise<void> {
+  /**
+   * Marks a recovery, or extends the one on, by a whole window from now: another pod may already
+   * have marked one that ends before this pod's routes are back. Then writes those routes back at
+   * once rather than at the next renewal, so the window covers them whenever this pod found out.
+   */
+  async #recover(): Promise<void> {
     const windowMs = recoveryMs(this.lease);
-    const started = await this.redis.run('recovery_mark', (r) => r.set(RECOVERING_KEY, this.podId, 'PX', windowMs, 'NX'));
-    if (started !== null) this.log.warn({ window_ms: windowMs }, 'this pod\'s heartbeat was gone from Redis (it lost its data, or this pod stalled past its lease); events wait until every pod has re-asserted its routes');
+    await this.redis.run('recovery_mark', (r) => r.set(RECOVERING_KEY, this.podId, 'PX', windowMs));
+    this.log.warn({ window_ms: windowMs }, 'this pod\'s heartbeat was gone from Redis (it lost its data, or this pod stalled past its lease); re-asserting its routes and sessions, and events wait until every pod has');
+    await this.reassert();
   }
 }
 

@@ -90,7 +90,7 @@ export class RedisRoutes implements RouteRegistry {
     subscriber.on('close', () => this.#forgetAll(false));
     subscriber.on('ready', () => void this.#listen().catch(() => undefined));
     await this.#listen();
-    this.#refreshTimer = setInterval(() => void this.#refreshAll(), this.lease.renewIntervalMs);
+    this.#refreshTimer = setInterval(() => void this.refreshAll(), this.lease.renewIntervalMs);
     this.#refreshTimer.unref();
   }
 
@@ -221,7 +221,8 @@ export class RedisRoutes implements RouteRegistry {
     );
   }
 
-  async #refreshAll(): Promise<void> {
+  /** Writes every route this pod holds back to Redis, with a fresh lease; failures wait for the next period. */
+  async refreshAll(): Promise<void> {
     if (this.#held.size === 0) return;
     const keys = [...this.#held.keys()];
     try {

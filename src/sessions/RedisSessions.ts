@@ -85,7 +85,7 @@ export class RedisSessions implements SessionStore {
       if (from === channel) this.#onKill(message);
     });
     await this.redis.subscriber.subscribe(channel);
-    this.#renewTimer = setInterval(() => void this.#renewAll(), this.lease.renewIntervalMs);
+    this.#renewTimer = setInterval(() => void this.renewAll(), this.lease.renewIntervalMs);
     this.#sweepTimer = setInterval(() => this.#closeLapsed(), Math.min(1000, this.lease.renewIntervalMs / 4));
     this.#renewTimer.unref();
     this.#sweepTimer.unref();
@@ -171,7 +171,8 @@ export class RedisSessions implements SessionStore {
     session.holder.revoke(reason === 'admin-disconnect' ? 'admin-disconnect' : 'replaced');
   }
 
-  async #renewAll(): Promise<void> {
+  /** Renews every lease this pod holds, re-asserting those Redis lost; failures leave the leases running on. */
+  async renewAll(): Promise<void> {
     const sessions = [...this.#local.values()].filter((s) => s.member !== undefined);
     if (sessions.length === 0) return;
     const startedAtMs = Date.now();

@@ -6,10 +6,12 @@ import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { connect as http2Connect } from 'node:http2';
 import { headers as natsHeaders, type NatsConnection } from 'nats';
 import { loadForwarderService, type PushReply, type PushRequest } from '../../src/forwarder/wire.js';
+import { RECOVERING_KEY } from '../../src/routes/RedisPods.js';
 import type { TestClient } from '../support/client.js';
 import { randomKeys, startGateway, type TestGateway } from '../support/gateway.js';
 import { NatsServer } from '../support/nats.js';
 import { RedisServer } from '../support/redis.js';
+import { TcpGate } from '../support/tcpGate.js';
 import { waitFor } from '../support/wait.js';
 
 const LEASE_MS = 3000;
@@ -343,15 +345,7 @@ describe('events under pod faults', () => {
       } finally {
         redis.resume();
       }
-      const jsm = await nc.jetstreamManager();
-      await waitFor(
-        async () => {
-          const info = await jsm.consumers.info('wa_stream', 'ws_fanout');
-          return info.num_pending === 0 && info.num_ack_pending === 0;
-        },
-        10_000,
-        'every event to be acked once Redis answers',
-      );
+      await everyEventAcked(nc, 'once Redis answers');
       // Retries reached pods that already had the event: each skipped it.
       assert.deepEqual(sortedSeqs(local), all, "the consuming pod's client got each event once");
       assert.deepEqual(sortedSeqs(remote), all, "the other pod's client got each event once");
@@ -376,7 +370,7 @@ describe('events under pod faults', () => {
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
       await waitFor(() => new Set(seqs(local)).size === all.length && new Set(seqs(remote)).size === all.length, 10_000, 'every event on both pods');
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      await everyEventAcked(nc, 'after the recovery');
       assert.deepEqual(sortedSeqs(local), all, "the consuming pod's client got each event once");
       assert.deepEqual(sortedSeqs(remote), all, "the other pod's client got each event once");
       assert.equal(await consumer.metric('switchboard_events_fanned_out_total{outcome="dropped"}'), 0, 'no event was dropped for want of an owner');
@@ -387,7 +381,72 @@ describe('events under pod faults', () => {
       await Promise.all([consumer.stop(), owner.stop()]);
     }
   });
+
+  test('Redis restarted empty, one pod back later than the other: it re-asserts its routes at once and the recovery waits for it', async () => {
+    // Renewals every 2 s: a pod that waited for its next renewal would leave its routes missing
+    // well past a recovery that began when the first pod found the loss.
+    const lease = { LEASE_TTL_MS: '6000', LEASE_RENEW_INTERVAL_MS: '2000' };
+    const windowMs = 3000;
+    const gate = await TcpGate.start(redis.port);
+    const consumer = await pod(lease);
+    const owner = await pod({ ...lease, REDIS_URL: gate.redisUrl }, false);
+    const [local, remote] = [await consumer.connectUser('late', 'desk', 'u1'), await owner.connectUser('late', 'desk', 'u2')];
+    let published = 0;
+    let publishing = true;
+    const publisher = (async () => {
+      while (publishing) {
+        await publish(nc, 'websocket.late.desk.chats', { seq: published++ });
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    })();
+    try {
+      await waitFor(() => seqs(remote).length >= 5, 5000, 'events before the restart');
+      gate.shut();
+      await redis.restart();
+      await waitFor(async () => (await redis.client.pttl(RECOVERING_KEY)) > 0, 5000, 'the consuming pod to mark a recovery');
+      await new Promise((resolve) => setTimeout(resolve, 800));
+      gate.open();
+      await waitFor(async () => (await redis.client.exists(`pod:${owner.podId}`)) === 1, 5000, 'the late pod to beat again');
+      await waitFor(
+        async () => {
+          const [members, leftMs] = await Promise.all([redis.client.smembers('route:late:desk:chats'), redis.client.pttl(RECOVERING_KEY)]);
+          return members.includes(owner.podId) && leftMs > windowMs - 500;
+        },
+        500,
+        "the late pod's route back, and the recovery running a whole window from its return",
+      );
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      publishing = false;
+      await publisher;
+      const all = Array.from({ length: published }, (_, i) => i);
+      await waitFor(() => new Set(seqs(local)).size === published && new Set(seqs(remote)).size === published, 15_000, 'every event on both pods');
+      await everyEventAcked(nc, 'after the recovery');
+      assert.deepEqual(sortedSeqs(local), all, "the consuming pod's client got each event once");
+      assert.deepEqual(sortedSeqs(remote), all, "the late pod's client got each event once");
+      assert.equal(await consumer.metric('switchboard_events_fanned_out_total{outcome="dropped"}'), 0, 'no event was dropped for want of an owner');
+    } finally {
+      publishing = false;
+      await publisher;
+      local.close();
+      remote.close();
+      await Promise.all([consumer.stop(), owner.stop()]);
+      await gate.stop();
+    }
+  });
 });
+
+/** Waits until the shared consumer has nothing left to deliver and no delivery awaiting its ack. */
+async function everyEventAcked(nc: NatsConnection, when: string): Promise<void> {
+  const jsm = await nc.jetstreamManager();
+  await waitFor(
+    async () => {
+      const info = await jsm.consumers.info('wa_stream', 'ws_fanout');
+      return info.num_pending === 0 && info.num_ack_pending === 0;
+    },
+    10_000,
+    `every event to be acked ${when}`,
+  );
+}
 
 /**
  * Pushes `requests` to a pod's Forwarder in one HTTP/2 write, as a busy peer's stream would deliver
