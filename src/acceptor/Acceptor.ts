@@ -103,11 +103,13 @@ export class Acceptor {
     return uWS.us_socket_local_port(socket);
   }
 
-  /** Stops taking new connections; existing ones stay until closeAll. */
+  /**
+   * Refuses new connections with 503 from now on; existing ones stay until closeAll. The listener
+   * stays open until `stop`, so probes keep their answers while the pod drains: `/health` 200,
+   * `/ready` 503 (a closed port would fail the liveness probe too, and could get the pod killed).
+   */
   stopAccepting(): void {
     this.#accepting = false;
-    if (this.#listenSocket !== undefined) uWS.us_listen_socket_close(this.#listenSocket);
-    this.#listenSocket = undefined;
   }
 
   /**
@@ -134,6 +136,8 @@ export class Acceptor {
   /** Force-closes whatever is left and frees the app. Safe to call twice. */
   stop(): void {
     this.stopAccepting();
+    if (this.#listenSocket !== undefined) uWS.us_listen_socket_close(this.#listenSocket);
+    this.#listenSocket = undefined;
     clearInterval(this.#heartbeat);
     this.connections.stop();
     this.#app.close();

@@ -355,6 +355,35 @@ describe('graceful stop', () => {
       await gw.stop();
     }
   });
+
+  test('while it drains, the pod answers /health 200 and /ready 503 and refuses new connections with 1013', { timeout: 20_000 }, async () => {
+    // 60 connections closed one by one over 3 s: the probes below land mid-drain.
+    const gw = await startGateway({ DRAIN_WINDOW_MS: '3000' });
+    const clients = await Promise.all(Array.from({ length: 60 }, (_, i) => gw.connectUser('drain', 'desk', `u${i}`)));
+    let closed = 0;
+    const closes = clients.map(async (client) => {
+      const info = await client.closeInfo(10_000);
+      closed++;
+      return info;
+    });
+    const lateUrl = await gw.userUrl('drain', 'desk', 'late');
+    try {
+      gw.child.kill('SIGTERM');
+      await Promise.race(closes);
+      const [health, ready] = await Promise.all([fetch(`${gw.httpBase}/health`), fetch(`${gw.httpBase}/ready`)]);
+      const late = await openClient(lateUrl);
+      const refused = await late.closeInfo();
+      assert.ok(closed < clients.length, `the drain was still going (${closed} of ${clients.length} closed)`);
+      assert.equal(health.status, 200, 'the process is alive: a liveness probe must not fail');
+      assert.equal(ready.status, 503, 'not ready while draining');
+      assert.equal(refused.code, 1013, 'a new connection is told to try again later');
+      assert.ok((await Promise.all(closes)).every((info) => info.code === 1001), 'every old connection got 1001');
+      assert.equal(await gw.exited, 0);
+    } finally {
+      for (const c of clients) c.close();
+      await gw.stop();
+    }
+  });
 });
 
 describe('flags', () => {
