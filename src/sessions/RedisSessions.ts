@@ -17,7 +17,7 @@ declare module 'ioredis' {
   interface RedisCommander<Context> {
     sessionAcquire(key: string, podId: string, connectionId: string, leaseMs: number, limit: number, podPrefix: string, killPrefix: string): Result<string[], Context>;
     sessionRenew(keyCount: number, ...keysMembersLeaseLimit: Array<string | number>): Result<number[], Context>;
-    sessionDisconnect(key: string, killPrefix: string): Result<number, Context>;
+    sessionDisconnect(key: string, killPrefix: string, revokedPrefix: string, leaseMs: number): Result<number, Context>;
   }
 }
 
@@ -48,6 +48,8 @@ class LocalSession implements SessionLease {
 
 const KEY_PREFIX = 'session:';
 const KILL_PREFIX = 'session_kill:';
+/** Left by an admin disconnect for one lease, so a renewal does not bring the session back. */
+const REVOKED_PREFIX = 'session_revoked:';
 const POD_PREFIX = 'pod:';
 const SCAN_BATCH = 500;
 /** Sessions renewed by one script call: a few milliseconds of Redis time at most. */
@@ -118,7 +120,7 @@ export class RedisSessions implements SessionStore {
   }
 
   async disconnect(identity: Identity): Promise<boolean> {
-    const closed = await this.redis.run('session_disconnect', (r) => r.sessionDisconnect(sessionKey(identity), KILL_PREFIX));
+    const closed = await this.redis.run('session_disconnect', (r) => r.sessionDisconnect(sessionKey(identity), KILL_PREFIX, REVOKED_PREFIX, this.lease.leaseMs));
     return closed > 0;
   }
 
@@ -183,7 +185,7 @@ export class RedisSessions implements SessionStore {
       replies = await this.redis.run('session_renew', (r) => {
         const pipeline = r.pipeline();
         for (const batch of batches) {
-          pipeline.sessionRenew(batch.length, ...batch.map((s) => s.key), ...batch.map((s) => s.member ?? ''), this.lease.leaseMs, this.maxDevices);
+          pipeline.sessionRenew(batch.length, ...batch.map((s) => s.key), ...batch.map((s) => s.member ?? ''), this.lease.leaseMs, this.maxDevices, REVOKED_PREFIX);
         }
         return pipeline.exec();
       });
@@ -201,11 +203,23 @@ export class RedisSessions implements SessionStore {
           this.#lose(session, 'replaced');
           return;
         }
+        if (status === 3) {
+          this.#revokeMissedKill(session);
+          return;
+        }
         if (status === 2) reasserted++;
         if (status === 1 || status === 2) session.leaseUntilMs = startedAtMs + this.lease.leaseMs;
       });
     });
     if (reasserted > 0) this.log.info({ sessions: reasserted }, 're-asserted sessions Redis had lost');
+  }
+
+  /** An admin disconnected this session, and the kill message never reached this pod. */
+  #revokeMissedKill(session: LocalSession): void {
+    if (this.#local.get(session.holder.connectionId) !== session) return;
+    this.#local.delete(session.holder.connectionId);
+    this.log.warn({ session: identityKey(session.identity), connection_id: session.holder.connectionId }, 'session disconnected by an admin while this pod was not listening; closing');
+    session.holder.revoke('admin-disconnect');
   }
 
   #closeLapsed(): void {

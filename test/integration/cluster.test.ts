@@ -4,6 +4,7 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import { expectReplaced, openClient, type TestClient } from '../support/client.js';
 import { randomKeys, startGateway, type TestGateway } from '../support/gateway.js';
 import { RedisServer } from '../support/redis.js';
+import { TcpGate } from '../support/tcpGate.js';
 import { waitFor } from '../support/wait.js';
 
 const LEASE_MS = 3000;
@@ -81,6 +82,26 @@ describe('cluster on Redis', () => {
     assert.equal((await a().admin('POST', '/admin/disconnect', keys.adminSecretToken, { admin_id: 'root' })).status, 200);
     assert.equal((await adminOnC.closeInfo()).code, 1000);
     assert.equal((await a().admin('POST', '/admin/disconnect', keys.adminSecretToken, { admin_id: 'root' })).status, 404);
+  });
+
+  test('an admin disconnect the holding pod did not hear (its Redis connection was down) closes the session at its next renewal', async () => {
+    const gate = await TcpGate.start(redis.port);
+    // A longer lease, so the pod keeps its session through the outage and has to decide at renewal.
+    const away = await startGateway(clusterEnv(redis, { REDIS_URL: gate.redisUrl, LEASE_TTL_MS: '6000' }), keys);
+    try {
+      const client = track(await away.connectUser('acme', 'support', 'dora'));
+      gate.shut();
+      const res = await a().admin('POST', '/admin/disconnect', keys.adminSecretToken, { company_id: 'acme', agent_id: 'support', user_id: 'dora' });
+      assert.equal(res.status, 200);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.ok(client.isOpen, 'the kill message went unheard');
+      gate.open();
+      assert.equal((await client.closeInfo(5000)).code, 1000, 'closed as an admin disconnect');
+      assert.equal(await redis.client.zcard('session:acme:support:dora'), 0, 'the renewal did not bring the session back');
+    } finally {
+      await away.stop();
+      await gate.stop();
+    }
   });
 
   test('route keys follow connect, select_chat and disconnect', async () => {
