@@ -1,6 +1,6 @@
 import type { LocalDelivery } from '../acceptor/ConnectionIndex.js';
 import { eventFrame } from '../acceptor/protocol.js';
-import type { DispatchOutcome, InboundEvent } from '../ingest/EventSource.js';
+import { eventIdIn, type DispatchOutcome, type InboundEvent } from '../ingest/EventSource.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { Route, RouteRegistry } from '../routes/RouteRegistry.js';
@@ -25,7 +25,7 @@ export interface DispatchDeps {
 
 /** An event that can be delivered, or why it never can be, whatever happens to the cluster. */
 export type EventCheck =
-  | { readonly ok: true; readonly target: EventTarget }
+  | { readonly ok: true; readonly target: EventTarget; readonly eventId: string | undefined }
   | { readonly ok: false; readonly reason: 'subject' | 'payload'; readonly message: string };
 
 /** Checks an event before dispatch; the admin API answers 400 with the same messages. */
@@ -38,15 +38,26 @@ export function checkEvent(subject: string, payload: string): EventCheck {
       message: 'subject must be websocket.{company}.{agent}.chats, .messages.{chat_id} or .agents',
     };
   }
+  let doc: unknown;
   try {
-    const doc: unknown = JSON.parse(payload);
-    if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) {
-      return { ok: false, reason: 'payload', message: 'payload must be a JSON object' };
-    }
+    doc = JSON.parse(payload);
   } catch {
     return { ok: false, reason: 'payload', message: 'payload is not valid JSON' };
   }
-  return { ok: true, target };
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) {
+    return { ok: false, reason: 'payload', message: 'payload must be a JSON object' };
+  }
+  return { ok: true, target, eventId: eventIdIn(doc as Record<string, unknown>) };
+}
+
+/** An event being dispatched, with what its check found out. */
+interface DispatchedEvent extends InboundEvent {
+  readonly target: EventTarget;
+}
+
+/** What an event's log lines carry: the ids and names an operator searches by. */
+function eventFields(event: DispatchedEvent): Record<string, string | undefined> {
+  return { request_id: event.requestId, event_id: event.eventId, company: event.target.companyId, agent: event.target.agentId, subject: event.subject };
 }
 
 /** For each event: find the pods that own its route, deliver to this pod's connections, push to the others. */
@@ -64,14 +75,15 @@ export class Dispatch {
    * Handles one event from the event source. `delivered` means every live owner has it (or there is
    * none), `retry` that an owner could not be reached, `rejected` that it is malformed (poison).
    */
-  readonly handle = async (event: InboundEvent): Promise<DispatchOutcome> => {
-    this.metrics.eventsIn.inc({ source: event.origin });
-    const check = checkEvent(event.subject, event.payload);
+  readonly handle = async (inbound: InboundEvent): Promise<DispatchOutcome> => {
+    this.metrics.eventsIn.inc({ source: inbound.origin });
+    const check = checkEvent(inbound.subject, inbound.payload);
     if (!check.ok) {
       this.metrics.eventsRejected.inc({ reason: check.reason });
-      this.log.warn({ request_id: event.requestId, subject: event.subject, reason: check.message }, 'event refused');
+      this.log.warn({ request_id: inbound.requestId, subject: inbound.subject, reason: check.message }, 'event refused');
       return 'rejected';
     }
+    const event: DispatchedEvent = { ...inbound, eventId: check.eventId, target: check.target };
     const route = routeFor(check.target);
     const served = await this.#alreadyServed(event);
     // A redelivery always asks Redis: it is being retried because something changed.
@@ -81,28 +93,28 @@ export class Dispatch {
       // An event without a delivery key (the admin API without a broker) could not be told from its
       // repeat: while owners may be missing it goes to nobody, and its publisher is asked again.
       const pods = found.incompleteForMs > 0 && event.delivery === undefined ? [] : found.pods;
-      return this.#settle(event, await this.#deliverTo(check.target, event, pods, served), found.incompleteForMs);
+      return this.#settle(event, await this.#deliverTo(event, pods, served), found.incompleteForMs);
     }
     // Delivered from the pod's copy of the owners at once; confirmed (or completed) before the ack.
     // The confirm starts first, so it hears the route changes made before the event arrived (and
     // within a Redis round trip), not those made while the pushes to peers were answered.
     const confirmed = remembered.confirm();
-    const first = await this.#deliverTo(check.target, event, remembered.owners, served);
+    const first = await this.#deliverTo(event, remembered.owners, served);
     if (await confirmed) return this.#settle(event, first, 0);
     this.metrics.routeCopyMisses.inc();
     const found = await this.deps.routes.owners(route);
     const missed = found.pods.filter((pod) => !remembered.owners.includes(pod));
-    const second = await this.#deliverTo(check.target, event, missed, served);
+    const second = await this.#deliverTo(event, missed, served);
     const attempt = { owners: first.owners + second.owners, reached: [...first.reached, ...second.reached], complete: first.complete && second.complete };
     return this.#settle(event, attempt, found.incompleteForMs);
   };
 
   /** Writes to this pod's connections if it is an owner and pushes to the other owners not yet served. */
-  async #deliverTo(target: EventTarget, event: InboundEvent, owners: readonly string[], served: ReadonlySet<string>): Promise<Attempt> {
+  async #deliverTo(event: DispatchedEvent, owners: readonly string[], served: ReadonlySet<string>): Promise<Attempt> {
     const pending = owners.filter((pod) => !served.has(pod));
     const reached: string[] = [];
     if (pending.includes(this.deps.podId)) {
-      this.#deliverLocally(target, event);
+      this.#deliverLocally(event);
       reached.push(this.deps.podId);
     }
     const remote = pending.filter((pod) => pod !== this.deps.podId);
@@ -116,17 +128,17 @@ export class Dispatch {
    * `delivered` once every owner has the event; otherwise remembers who has it and asks for a retry,
    * after `incompleteForMs` when the owners looked up may not be all of them yet.
    */
-  async #settle(event: InboundEvent, attempt: Attempt, incompleteForMs: number): Promise<DispatchOutcome> {
+  async #settle(event: DispatchedEvent, attempt: Attempt, incompleteForMs: number): Promise<DispatchOutcome> {
     if (incompleteForMs > 0) {
       // Owners that have not re-asserted their routes yet would be skipped for good: held until they have.
       this.metrics.eventsFannedOut.inc({ outcome: 'deferred' });
-      this.log.debug({ request_id: event.requestId, subject: event.subject, retry_after_ms: incompleteForMs }, 'route owners may be incomplete; the event will be retried');
+      this.log.debug({ ...eventFields(event), retry_after_ms: incompleteForMs }, 'route owners may be incomplete; the event will be retried');
       await this.#remember(event, attempt.reached);
       return { retryAfterMs: incompleteForMs };
     }
     if (attempt.owners === 0) {
       this.metrics.eventsFannedOut.inc({ outcome: 'dropped' });
-      this.log.debug({ request_id: event.requestId, subject: event.subject }, 'no connection wants this event');
+      this.log.debug(eventFields(event), 'no connection wants this event');
       return 'delivered';
     }
     if (attempt.complete) return 'delivered';
@@ -136,49 +148,50 @@ export class Dispatch {
 
   /** Handles events pushed by a peer: local connections only. Answers how many connections got each. */
   deliverFromPeer(events: readonly InboundEvent[]): number[] {
-    return events.map((event) => {
-      this.metrics.eventsIn.inc({ source: event.origin });
-      const target = parseSubject(event.subject);
+    return events.map((inbound) => {
+      this.metrics.eventsIn.inc({ source: inbound.origin });
+      const target = parseSubject(inbound.subject);
       if (target === undefined) return 0;
-      this.log.debug({ request_id: event.requestId, subject: event.subject }, 'event received from a peer');
-      return this.#deliverLocally(target, event);
+      const event: DispatchedEvent = { ...inbound, target };
+      this.log.debug(eventFields(event), 'event received from a peer');
+      return this.#deliverLocally(event);
     });
   }
 
-  #deliverLocally(target: EventTarget, event: InboundEvent): number {
+  #deliverLocally(event: DispatchedEvent): number {
     const key = event.delivery?.key;
     if (key !== undefined) {
       if (this.#recent.has(key)) {
-        this.log.debug({ request_id: event.requestId, subject: event.subject }, 'event already delivered here; skipped');
+        this.log.debug(eventFields(event), 'event already delivered here; skipped');
         return 0;
       }
       this.#recent.add(key);
       // A Set iterates in insertion order: the first key is the oldest.
       if (this.#recent.size > RECENT_DELIVERIES) this.#recent.delete(this.#recent.values().next().value ?? '');
     }
-    const delivered = this.deps.local.deliver(target, eventFrame(event.payload));
+    const delivered = this.deps.local.deliver(event.target, eventFrame(event.payload));
     this.metrics.eventsFannedOut.inc({ outcome: 'local' }, delivered);
     this.metrics.eventDeliveryLatency.observe(Math.max(0, Date.now() - event.publishedAtMs) / 1000);
-    this.log.debug({ request_id: event.requestId, subject: event.subject, delivered }, 'event delivered');
+    this.log.debug({ ...eventFields(event), delivered }, 'event delivered');
     return delivered;
   }
 
   /** Pushes to other owners; answers the pods that have it now. */
-  async #forward(pods: readonly string[], event: InboundEvent): Promise<string[]> {
+  async #forward(pods: readonly string[], event: DispatchedEvent): Promise<string[]> {
     const { peers } = this.deps;
     if (peers === undefined) {
       this.metrics.eventsFannedOut.inc({ outcome: 'dropped' }, pods.length);
-      this.log.warn({ request_id: event.requestId, pods }, 'owners on other pods but no forwarder; dropping');
+      this.log.warn({ ...eventFields(event), pods }, 'owners on other pods but no forwarder; dropping');
       return [...pods];
     }
     const results = await Promise.allSettled(pods.map((pod) => peers.push(pod, event)));
     const reached = pods.filter((_, i) => results[i]?.status === 'fulfilled');
     this.metrics.eventsFannedOut.inc({ outcome: 'forwarded' }, reached.length);
     if (reached.length === pods.length) {
-      this.log.debug({ request_id: event.requestId, subject: event.subject, pods }, 'event forwarded');
+      this.log.debug({ ...eventFields(event), pods }, 'event forwarded');
     } else {
       const failed = pods.filter((pod) => !reached.includes(pod));
-      this.log.warn({ request_id: event.requestId, subject: event.subject, pods: failed }, 'could not reach every owner; the event will be retried');
+      this.log.warn({ ...eventFields(event), pods: failed }, 'could not reach every owner; the event will be retried');
     }
     return reached;
   }
@@ -190,18 +203,18 @@ export class Dispatch {
     try {
       return await ledger.served(event.delivery.key);
     } catch (err) {
-      this.log.warn({ err, request_id: event.requestId }, 'could not read which owners have the event; delivering to all');
+      this.log.warn({ err, request_id: event.requestId, event_id: event.eventId }, 'could not read which owners have the event; delivering to all');
       return new Set();
     }
   }
 
-  async #remember(event: InboundEvent, reached: readonly string[]): Promise<void> {
+  async #remember(event: DispatchedEvent, reached: readonly string[]): Promise<void> {
     const { ledger } = this.deps;
     if (ledger === undefined || event.delivery === undefined) return;
     try {
       await ledger.record(event.delivery.key, reached);
     } catch (err) {
-      this.log.warn({ err, request_id: event.requestId }, 'could not record which owners have the event; a retry may repeat it');
+      this.log.warn({ err, ...eventFields(event) }, 'could not record which owners have the event; a retry may repeat it');
     }
   }
 }

@@ -81,6 +81,7 @@ export class ForwardServer {
       subject: event.subject,
       payload: event.payload.toString('utf8'),
       requestId: event.request_id,
+      ...(event.event_id === '' ? {} : { eventId: event.event_id }),
       publishedAtMs: Number(event.published_at_ms),
       ...(event.delivery_key === '' ? {} : { delivery: { key: event.delivery_key, redelivered: false } }),
     }));

@@ -182,6 +182,7 @@ class Peer {
       request_id: event.requestId,
       published_at_ms: event.publishedAtMs,
       delivery_key: event.delivery?.key ?? '',
+      event_id: event.eventId ?? '',
     }));
     const stream = (this.#stream ??= new BatchStream(
       this.client,

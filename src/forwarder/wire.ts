@@ -13,6 +13,8 @@ export interface WireEvent {
   readonly published_at_ms: number;
   /** '' when the event is never retried. */
   readonly delivery_key: string;
+  /** '' when the payload has none. */
+  readonly event_id: string;
 }
 
 export interface PushRequest {

@@ -15,6 +15,8 @@ export interface InboundEvent {
   /** The payload exactly as published (JSON text); it reaches clients unchanged. */
   readonly payload: string;
   readonly requestId: string;
+  /** The payload's `event_id`, once dispatch has read it (for log lines on both pods). */
+  readonly eventId?: string | undefined;
   /** When the event was published, for the delivery-latency metric. */
   readonly publishedAtMs: number;
   /**
@@ -37,4 +39,20 @@ export interface EventSource {
   isHealthy(): boolean;
   /** Stops taking new events once the ones in flight are handed over. */
   stop(): Promise<void>;
+}
+
+/** The payload's `event_id` (DESIGN.md §7), for log lines; undefined when it has none or is not JSON. */
+export function eventIdOf(payload: string): string | undefined {
+  try {
+    const doc: unknown = JSON.parse(payload);
+    return typeof doc === 'object' && doc !== null ? eventIdIn(doc as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The `event_id` of a parsed payload, as text. */
+export function eventIdIn(doc: Record<string, unknown>): string | undefined {
+  const id = doc['event_id'];
+  return typeof id === 'string' || typeof id === 'number' ? String(id) : undefined;
 }

@@ -18,7 +18,7 @@ import type { Config } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { DispatchOutcome, EventSink, EventSource, InboundEvent } from './EventSource.js';
+import { eventIdOf, type DispatchOutcome, type EventSink, type EventSource, type InboundEvent } from './EventSource.js';
 
 /** The NATS slice of the configuration. */
 export type NatsOptions = Config['nats'];
@@ -181,7 +181,7 @@ export class NatsEventSource implements EventSource {
     try {
       outcome = await sink(event);
     } catch (err) {
-      this.log.error({ err, request_id: event.requestId, subject: event.subject }, 'dispatch failed; the event will be retried');
+      this.log.error({ err, request_id: event.requestId, event_id: eventIdOf(event.payload), subject: event.subject }, 'dispatch failed; the event will be retried');
       outcome = 'retry';
     }
     if (outcome === 'delivered' || outcome === 'rejected') {
@@ -207,7 +207,7 @@ export class NatsEventSource implements EventSource {
   /** Past the delivery limit: counted, logged, published to the dead-letter subject if one is set, and terminated. */
   #bury(message: JsMsg, event: InboundEvent): void {
     this.metrics.eventsFannedOut.inc({ outcome: 'dead' });
-    this.log.error({ request_id: event.requestId, subject: event.subject, deliveries: message.info.redeliveryCount }, 'event is dead: its owners stayed unreachable');
+    this.log.error({ request_id: event.requestId, event_id: eventIdOf(event.payload), subject: event.subject, deliveries: message.info.redeliveryCount }, 'event is dead: its owners stayed unreachable');
     const { deadLetterSubject } = this.options;
     if (deadLetterSubject !== '' && this.#connection !== undefined) {
       const h = natsHeaders();

@@ -158,7 +158,7 @@ describe('events across pods', () => {
     const batches = 40;
     const requests: PushRequest[] = Array.from({ length: batches }, (_, i) => ({
       batch_id: i + 1,
-      events: [{ subject: 'websocket.fw.desk.chats', payload: Buffer.from(JSON.stringify({ seq: i })), request_id: `fw-${i}`, published_at_ms: Date.now(), delivery_key: '' }],
+      events: [{ subject: 'websocket.fw.desk.chats', payload: Buffer.from(JSON.stringify({ seq: i })), request_id: `fw-${i}`, published_at_ms: Date.now(), delivery_key: '', event_id: '' }],
     }));
     const replies = await pushInOneWrite(pods[0]!.podId, requests);
     assert.deepEqual(
@@ -218,14 +218,15 @@ describe('events under pod faults', () => {
     return gateway;
   };
 
-  test('the request id of an event appears in the logs of both pods it crossed', async () => {
+  test('the request id and event id of an event appear in the logs of both pods it crossed', async () => {
     const consumer = await pod({ LOG_LEVEL: 'debug' });
     const owner = await pod({ LOG_LEVEL: 'debug' }, false);
     const client = await owner.connectUser('rid', 'desk', 'u1');
-    await publish(nc, 'websocket.rid.desk.chats', { seq: 1 }, 'req-7f3a');
+    await publish(nc, 'websocket.rid.desk.chats', { seq: 1, event_id: 'evt-42' }, 'req-7f3a');
     await client.expect('event', 5000);
-    const mentions = (gw: TestGateway) => gw.logLines((l) => l['request_id'] === 'req-7f3a').length;
-    await waitFor(() => mentions(consumer) > 0 && mentions(owner) > 0, 3000, 'the request id in both logs');
+    const mentions = (gw: TestGateway) =>
+      gw.logLines((l) => l['request_id'] === 'req-7f3a' && l['event_id'] === 'evt-42' && l['company'] === 'rid' && l['agent'] === 'desk').length;
+    await waitFor(() => mentions(consumer) > 0 && mentions(owner) > 0, 3000, 'the request id, event id, company and agent in both logs');
     client.close();
     await Promise.all([consumer.stop(), owner.stop()]);
   });
