@@ -25,6 +25,7 @@ export class Metrics {
   readonly rateLimitHits: Counter;
   readonly badFrames: Counter;
   readonly redisOpDuration: Histogram<'op' | 'outcome'>;
+  readonly natsOpDuration: Histogram<'op' | 'outcome'>;
   readonly redisUp: Gauge;
   readonly sessionAcquisitions: Counter<'result'>;
   readonly sessionTakeovers: Counter;
@@ -117,6 +118,13 @@ export class Metrics {
     this.redisOpDuration = new Histogram({
       name: `${prefix}redis_op_duration_seconds`,
       help: 'Redis operations by name and outcome.',
+      labelNames: ['op', 'outcome'],
+      buckets: [0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers,
+    });
+    this.natsOpDuration = new Histogram({
+      name: `${prefix}nats_op_duration_seconds`,
+      help: 'NATS requests (JetStream publish, stream and consumer info) by name and outcome.',
       labelNames: ['op', 'outcome'],
       buckets: [0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
       registers,

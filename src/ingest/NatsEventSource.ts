@@ -101,7 +101,7 @@ export class NatsEventSource implements EventSource {
     const natsHeadersValue = natsHeaders();
     for (const [name, value] of Object.entries(headers)) natsHeadersValue.set(name, value);
     try {
-      await jetstream.publish(subject, payload, { headers: natsHeadersValue });
+      await this.#timed('publish', () => jetstream.publish(subject, payload, { headers: natsHeadersValue }));
     } catch (err) {
       this.log.warn({ err, subject }, 'publish to NATS failed');
       throw unavailable();
@@ -131,29 +131,44 @@ export class NatsEventSource implements EventSource {
     this.#connected = false;
   }
 
+  /** Times one NATS request for `nats_op_duration_seconds`. */
+  async #timed<T>(op: string, request: () => Promise<T>): Promise<T> {
+    const stop = this.metrics.natsOpDuration.startTimer({ op });
+    try {
+      const result = await request();
+      stop({ outcome: 'ok' });
+      return result;
+    } catch (err) {
+      stop({ outcome: 'error' });
+      throw err;
+    }
+  }
+
   async #ensureStreamAndConsumer(connection: NatsConnection): Promise<void> {
     const manager = await connection.jetstreamManager();
     const { stream, consumer } = this.options;
     try {
-      await manager.streams.info(stream);
+      await this.#timed('stream_info', () => manager.streams.info(stream));
     } catch (err) {
       if (apiErrorCode(err) !== STREAM_NOT_FOUND) throw err;
-      await manager.streams.add({ name: stream, subjects: [SUBJECTS] });
+      await this.#timed('stream_add', () => manager.streams.add({ name: stream, subjects: [SUBJECTS] }));
       this.log.info({ stream }, 'created the JetStream stream');
     }
     try {
-      const info = await manager.consumers.info(stream, consumer);
+      const info = await this.#timed('consumer_info', () => manager.consumers.info(stream, consumer));
       // An operator's consumer keeps its settings; its delivery limit is the one that counts.
       if (info.config.max_deliver !== undefined && info.config.max_deliver > 0) this.#maxDeliver = info.config.max_deliver;
     } catch (err) {
       if (apiErrorCode(err) !== CONSUMER_NOT_FOUND) throw err;
-      await manager.consumers.add(stream, {
-        durable_name: consumer,
-        ack_policy: AckPolicy.Explicit,
-        ack_wait: nanos(this.options.ackWaitMs),
-        max_deliver: this.options.maxDeliver,
-        filter_subject: SUBJECTS,
-      });
+      await this.#timed('consumer_add', () =>
+        manager.consumers.add(stream, {
+          durable_name: consumer,
+          ack_policy: AckPolicy.Explicit,
+          ack_wait: nanos(this.options.ackWaitMs),
+          max_deliver: this.options.maxDeliver,
+          filter_subject: SUBJECTS,
+        }),
+      );
       this.log.info({ stream, consumer }, 'created the durable JetStream consumer');
     }
   }
@@ -236,8 +251,10 @@ export class NatsEventSource implements EventSource {
     const jetstream = this.#jetstream;
     if (jetstream === undefined || !this.#connected) return;
     try {
-      const consumer = await jetstream.consumers.get(this.options.stream, this.options.consumer);
-      const info = await consumer.info(true);
+      const info = await this.#timed('consumer_info', async () => {
+        const consumer = await jetstream.consumers.get(this.options.stream, this.options.consumer);
+        return consumer.info(true);
+      });
       this.metrics.consumerPending.set({ kind: 'pending' }, info.num_pending);
       this.metrics.consumerPending.set({ kind: 'ack_pending' }, info.num_ack_pending);
     } catch (err) {

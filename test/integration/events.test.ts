@@ -130,6 +130,7 @@ describe('events across pods', () => {
     const client = await pods[2]!.connectUser('pub', 'desk', 'u1');
     await pods[0]!.publish('websocket.pub.desk.chats', { seq: 7 });
     assert.deepEqual((await client.expect('event', 5000)).payload, { seq: 7 });
+    assert.ok((await pods[0]!.metric('switchboard_nats_op_duration_seconds_count{op="publish",outcome="ok"}')) >= 1, 'the publish was timed');
     client.close();
   });
 

@@ -788,6 +788,7 @@ describe('deploy/', () => {
       'switchboard_events_fanned_out_total',
       'switchboard_event_delivery_latency_seconds_bucket',
       'switchboard_redis_op_duration_seconds_bucket',
+      'switchboard_nats_op_duration_seconds_bucket',
       'switchboard_grpc_forward_duration_seconds_bucket',
       'switchboard_grpc_forward_errors_total',
       'switchboard_breaker_state',
