@@ -4,6 +4,8 @@ import YAML from 'yaml';
 import { schema, type Config } from './schema.js';
 
 const HEX_KEY = /^[0-9a-fA-F]{64}$/;
+/** DESIGN.md §3: a verified token is cached for at most 30 s. */
+const MAX_TOKEN_CACHE_TTL_MS = 30_000;
 
 convict.addFormat({
   name: 'aes-key-list',
@@ -210,6 +212,12 @@ function crossChecks(config: Config): string[] {
   }
   if (config.redis.url !== '' && !/^rediss?:\/\//.test(config.redis.url)) {
     lines.push('REDIS_URL: must start with redis:// or rediss://');
+  }
+  if (config.redis.url !== '' && config.grpc.port === 0) {
+    lines.push('GRPC_PORT: must be a fixed port with REDIS_URL: other pods reach this one at POD_IP:GRPC_PORT');
+  }
+  if (config.auth.tokenCacheTtlMs > MAX_TOKEN_CACHE_TTL_MS) {
+    lines.push(`TOKEN_CACHE_TTL_MS: at most ${MAX_TOKEN_CACHE_TTL_MS}: a verified token may be trusted from the cache for 30 s at most`);
   }
   if (config.lifecycle.drainWindowMs >= config.lifecycle.shutdownTimeoutMs) {
     lines.push('DRAIN_WINDOW_MS: must be shorter than SHUTDOWN_TIMEOUT_MS, which must leave time to release sessions and close');

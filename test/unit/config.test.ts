@@ -307,6 +307,16 @@ describe('bad values: one line per bad key, led by its environment name', () => 
     }
   });
 
+  test('GRPC_PORT 0 with REDIS_URL is an error: the pod id would name no port peers can reach', () => {
+    const lines = errorLines({ REDIS_URL: 'redis://127.0.0.1:6379', GRPC_PORT: '0' });
+    assert.deepEqual(lines.map(leadingName), ['GRPC_PORT']);
+  });
+
+  test('TOKEN_CACHE_TTL_MS past 30 s is an error; 30 s is accepted', () => {
+    assert.deepEqual(errorLines({ TOKEN_CACHE_TTL_MS: '30001' }).map(leadingName), ['TOKEN_CACHE_TTL_MS']);
+    assert.equal(load({ TOKEN_CACHE_TTL_MS: '30000' }).config.auth.tokenCacheTtlMs, 30_000);
+  });
+
   test('a burst below the sustained rate and a non-redis REDIS_URL are reported together', () => {
     const lines = errorLines({ RATE_LIMIT_PER_SECOND: '30', REDIS_URL: 'http://localhost:6379' });
     assert.deepEqual(lines.map(leadingName).sort(), ['RATE_LIMIT_BURST', 'REDIS_URL']);
