@@ -179,6 +179,11 @@ export class Acceptor {
       if ('connection' in outcome) this.#releaseHoldings(outcome.connection);
       return;
     }
+    if (!this.#accepting && 'connection' in outcome) {
+      // The pod began to drain while Redis answered: closeAll's snapshot would not hold this one.
+      this.#releaseHoldings(outcome.connection);
+      outcome = { rejection: shuttingDown() };
+    }
     if ('rejection' in outcome) {
       const { rejection } = outcome;
       this.deps.log.debug({ url: redactUrl(request.url), code: rejection.code, reason: rejection.message }, 'handshake refused');

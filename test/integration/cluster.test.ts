@@ -104,6 +104,34 @@ describe('cluster on Redis', () => {
     }
   });
 
+  test('a handshake Redis answers only after SIGTERM is refused with 1013 instead of joining a drain that has started', async () => {
+    // 60 connections closed over 3 s keep the drain going while Redis answers the late handshake.
+    const pod = await startGateway(clusterEnv(redis, { REDIS_COMMAND_TIMEOUT_MS: '5000', DRAIN_WINDOW_MS: '3000', SHUTDOWN_TIMEOUT_MS: '8000' }), keys);
+    const early = await Promise.all(Array.from({ length: 60 }, (_, i) => pod.connectUser('acme', 'drain', `u${i}`)));
+    const lateUrl = await pod.userUrl('acme', 'drain', 'late');
+    let late: TestClient | undefined;
+    redis.pause();
+    try {
+      late = await openClient(lateUrl);
+      // Its session acquire now waits on Redis.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      pod.child.kill('SIGTERM');
+      await Promise.race(early.map((client) => client.closeInfo(5000)));
+    } finally {
+      redis.resume();
+    }
+    try {
+      const refused = await late.closeInfo(5000);
+      assert.equal(refused.code, 1013, `closed with ${refused.code}, after ${JSON.stringify(late.raw)}`);
+      assert.equal((JSON.parse(late.raw[0] ?? '{}') as { type?: string }).type, 'error', 'refused, never ready');
+      assert.equal(await pod.exited, 0);
+    } finally {
+      late.close();
+      for (const client of early) client.close();
+      await pod.stop();
+    }
+  });
+
   test('route keys follow connect, select_chat and disconnect', async () => {
     const onA = track(await a().connectUser('routes', 'desk', 'u1'));
     const alsoA = track(await a().connectUser('routes', 'desk', 'u2'));
