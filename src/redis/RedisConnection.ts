@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { Redis } from 'ioredis';
+import { Redis, type ChainableCommander } from 'ioredis';
 import { GatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
@@ -145,6 +145,17 @@ function redactedUrl(url: string): string {
 }
 
 /** Every key matching `pattern`, with SCAN (never KEYS, which blocks Redis). */
+/**
+ * Runs a pipeline and answers each command's result, or rejects with the first command's error:
+ * ioredis resolves `exec()` even when commands failed (Redis unreachable, OOM, READONLY).
+ */
+export async function execAll(pipeline: ChainableCommander): Promise<unknown[]> {
+  const replies = (await pipeline.exec()) ?? [];
+  const failed = replies.find(([err]) => err !== null);
+  if (failed !== undefined) throw failed[0];
+  return replies.map(([, result]) => result);
+}
+
 export async function scanAll(redis: Redis, pattern: string): Promise<string[]> {
   const keys: string[] = [];
   let cursor = '0';

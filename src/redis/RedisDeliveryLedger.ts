@@ -1,5 +1,5 @@
 import type { DeliveryLedger } from '../dispatch/DeliveryLedger.js';
-import type { RedisConnection } from './RedisConnection.js';
+import { execAll, type RedisConnection } from './RedisConnection.js';
 
 const KEY_PREFIX = 'delivered:';
 
@@ -16,6 +16,6 @@ export class RedisDeliveryLedger implements DeliveryLedger {
 
   async record(key: string, pods: readonly string[]): Promise<void> {
     if (pods.length === 0) return;
-    await this.redis.run('ledger_write', (r) => r.pipeline().sadd(`${KEY_PREFIX}${key}`, ...pods).pexpire(`${KEY_PREFIX}${key}`, this.ttlMs).exec());
+    await this.redis.run('ledger_write', (r) => execAll(r.pipeline().sadd(`${KEY_PREFIX}${key}`, ...pods).pexpire(`${KEY_PREFIX}${key}`, this.ttlMs)));
   }
 }

@@ -1,7 +1,7 @@
 import type { Result } from 'ioredis';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { RedisConnection } from '../redis/RedisConnection.js';
+import { execAll, type RedisConnection } from '../redis/RedisConnection.js';
 import type { LeaseOptions } from '../sessions/RedisSessions.js';
 import { POD_PREFIX, RECOVERING_KEY, recoveryMs } from './RedisPods.js';
 import { routeKey, type RememberedOwners, type Route, type RouteOwners, type RouteRegistry } from './RouteRegistry.js';
@@ -161,7 +161,7 @@ export class RedisRoutes implements RouteRegistry {
     await this.redis.run('route_remove', (r) => {
       const pipeline = r.pipeline();
       for (const key of keys) pipeline.routeRemove(key, this.podId, ROUTE_CHANGES_CHANNEL);
-      return pipeline.exec();
+      return execAll(pipeline);
     });
   }
 
@@ -229,7 +229,7 @@ export class RedisRoutes implements RouteRegistry {
       await this.redis.run('route_refresh', (r) => {
         const pipeline = r.pipeline();
         for (const key of keys) pipeline.routeAdd(key, this.podId, this.lease.leaseMs, ROUTE_CHANGES_CHANNEL);
-        return pipeline.exec();
+        return execAll(pipeline);
       });
     } catch (err) {
       this.log.warn({ err, routes: this.#held.size }, 'route refresh failed; retrying next period');

@@ -2,7 +2,7 @@ import type { Result } from 'ioredis';
 import { GatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { scanAll, type RedisConnection } from '../redis/RedisConnection.js';
+import { execAll, scanAll, type RedisConnection } from '../redis/RedisConnection.js';
 import {
   identityKey,
   type Identity,
@@ -134,11 +134,11 @@ export class RedisSessions implements SessionStore {
         const pipeline = r.pipeline();
         // Leases past their expiry are gone even if Redis has not pruned them yet.
         for (const key of batch) pipeline.zrangebyscore(key, now, '+inf');
-        return pipeline.exec();
+        return execAll(pipeline);
       });
       batch.forEach((key, j) => {
         const identity = identityFromKey(key);
-        const members = replies?.[j]?.[1];
+        const members = replies[j];
         if (identity === undefined || !Array.isArray(members)) return;
         for (const member of members) {
           const parsed = parseMember(String(member));
@@ -180,14 +180,14 @@ export class RedisSessions implements SessionStore {
     const startedAtMs = Date.now();
     const batches: LocalSession[][] = [];
     for (let i = 0; i < sessions.length; i += RENEW_BATCH) batches.push(sessions.slice(i, i + RENEW_BATCH));
-    let replies: Array<[Error | null, unknown]> | null;
+    let replies: unknown[];
     try {
       replies = await this.redis.run('session_renew', (r) => {
         const pipeline = r.pipeline();
         for (const batch of batches) {
           pipeline.sessionRenew(batch.length, ...batch.map((s) => s.key), ...batch.map((s) => s.member ?? ''), this.lease.leaseMs, this.maxDevices, REVOKED_PREFIX);
         }
-        return pipeline.exec();
+        return execAll(pipeline);
       });
     } catch (err) {
       this.log.warn({ err, sessions: sessions.length }, 'session renewal failed; leases run on');
@@ -195,8 +195,8 @@ export class RedisSessions implements SessionStore {
     }
     let reasserted = 0;
     batches.forEach((batch, b) => {
-      const [error, statuses] = replies?.[b] ?? [null, undefined];
-      if (error !== null || !Array.isArray(statuses)) return;
+      const statuses = replies[b];
+      if (!Array.isArray(statuses)) return;
       batch.forEach((session, i) => {
         const status: unknown = statuses[i];
         if (status === 0) {

@@ -132,6 +132,18 @@ describe('cluster on Redis', () => {
     }
   });
 
+  test('Redis refusing writes (out of memory): a renewal counts as failed, not as done', async () => {
+    track(await a().connectUser('acme', 'support', 'oom'));
+    const failures = () => a().metric('switchboard_redis_op_duration_seconds_count{op="session_renew",outcome="error"}');
+    const before = await failures();
+    await redis.client.config('SET', 'maxmemory', '1');
+    try {
+      await waitFor(async () => (await failures()) > before, RENEW_MS * 3, 'a renewal Redis refused, counted as an error');
+    } finally {
+      await redis.client.config('SET', 'maxmemory', '0');
+    }
+  });
+
   test('route keys follow connect, select_chat and disconnect', async () => {
     const onA = track(await a().connectUser('routes', 'desk', 'u1'));
     const alsoA = track(await a().connectUser('routes', 'desk', 'u2'));
