@@ -156,8 +156,10 @@ export class NatsEventSource implements EventSource {
     }
     try {
       const info = await this.#timed('consumer_info', () => manager.consumers.info(stream, consumer));
-      // An operator's consumer keeps its settings; its delivery limit is the one that counts.
-      if (info.config.max_deliver !== undefined && info.config.max_deliver > 0) this.#maxDeliver = info.config.max_deliver;
+      // An operator's consumer keeps its settings; its delivery limit is the one that counts, and
+      // none (-1, NATS's default) means its events are retried for as long as it takes.
+      const limit = info.config.max_deliver;
+      this.#maxDeliver = limit !== undefined && limit > 0 ? limit : Number.POSITIVE_INFINITY;
     } catch (err) {
       if (apiErrorCode(err) !== CONSUMER_NOT_FOUND) throw err;
       await this.#timed('consumer_add', () =>

@@ -4,7 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { connect as http2Connect } from 'node:http2';
-import { headers as natsHeaders, type NatsConnection } from 'nats';
+import { AckPolicy, headers as natsHeaders, nanos, type NatsConnection } from 'nats';
 import { loadForwarderService, type PushReply, type PushRequest } from '../../src/forwarder/wire.js';
 import { RECOVERING_KEY } from '../../src/routes/RedisPods.js';
 import type { TestClient } from '../support/client.js';
@@ -564,6 +564,45 @@ describe('a consuming pod stopping', () => {
       assert.equal(closed.code, 1001);
     } finally {
       nats.resume();
+    }
+  });
+});
+
+describe("an operator's consumer without a delivery limit", () => {
+  let redis: RedisServer;
+  let nats: NatsServer;
+  let nc: NatsConnection;
+  before(async () => {
+    [redis, nats] = await Promise.all([RedisServer.start(), NatsServer.start()]);
+    nc = await nats.client();
+  });
+  after(async () => {
+    await Promise.all([redis.stop(), nats.stop()]);
+  });
+
+  test('its events are retried past NATS_MAX_DELIVER and reach a peer that was hung, never buried as dead', async () => {
+    const jsm = await nc.jetstreamManager();
+    await jsm.streams.add({ name: 'wa_stream', subjects: ['websocket.>'] });
+    await jsm.consumers.add('wa_stream', { durable_name: 'ws_fanout', ack_policy: AckPolicy.Explicit, ack_wait: nanos(2000), max_deliver: -1, filter_subject: 'websocket.>' });
+    // Leases longer than the hang, so the hung pod stays an owner; a pod limit the consumer overrides.
+    const env = { LEASE_TTL_MS: '15000', LEASE_RENEW_INTERVAL_MS: '5000', NATS_MAX_DELIVER: '3', NATS_NAK_DELAY_MS: '50' };
+    const keys = randomKeys();
+    const consumer = await startGateway(podEnv(redis, nats, env), keys);
+    const owner = await startGateway(podEnv(redis, undefined, env), keys);
+    const client = await owner.connectUser('unl', 'desk', 'u1');
+    try {
+      owner.child.kill('SIGSTOP');
+      try {
+        await publish(nc, 'websocket.unl.desk.chats', { seq: 1 });
+        await waitFor(async () => (await consumer.metric('switchboard_events_redelivered_total')) > 3, 10_000, 'more redeliveries than the pod limit');
+        assert.equal(await consumer.metric('switchboard_events_fanned_out_total{outcome="dead"}'), 0, 'not buried at the pod limit');
+      } finally {
+        owner.child.kill('SIGCONT');
+      }
+      assert.deepEqual((await client.expect('event', 10_000)).payload, { seq: 1 });
+    } finally {
+      client.close();
+      await Promise.all([consumer.stop(), owner.stop()]);
     }
   });
 });
