@@ -21,6 +21,8 @@ export const ROUTE_CHANGES_CHANNEL = 'route_changes';
 const MAX_CHANGES_TRACKED = 10_000;
 /** Copies kept at most (chat routes are many); the oldest goes first. */
 const MAX_COPIES = 50_000;
+/** After a route write failed, held routes are written again this soon rather than at the next renewal. */
+const RETRY_MS = 500;
 
 /** A copy of a route's owners, and what was known when the lookup that made it was sent. */
 interface OwnersCopy {
@@ -67,6 +69,7 @@ export class RedisRoutes implements RouteRegistry {
   /** The last lookup said Redis is recovering lost data (logged once per recovery). */
   #recovering = false;
   #refreshTimer: NodeJS.Timeout | undefined;
+  #retryTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly redis: RedisConnection,
@@ -101,10 +104,19 @@ export class RedisRoutes implements RouteRegistry {
       held.count++;
       return held.pending;
     }
-    const pending = this.redis.run('route_add', (r) => r.routeAdd(key, this.podId, this.lease.leaseMs, ROUTE_CHANGES_CHANNEL)).then(() => undefined);
-    this.#held.set(key, { count: 1, pending });
+    const entry: HeldRoute = { count: 1, pending: Promise.resolve() };
+    entry.pending = this.redis.run('route_add', (r) => r.routeAdd(key, this.podId, this.lease.leaseMs, ROUTE_CHANGES_CHANNEL)).then(
+      () => undefined,
+      (err: unknown) => {
+        // Still held, so written again soon; later retains do not inherit this failure.
+        entry.pending = Promise.resolve();
+        this.#retrySoon();
+        throw err;
+      },
+    );
+    this.#held.set(key, entry);
     this.metrics.routesHeld.set(this.#held.size);
-    return pending;
+    return entry.pending;
   }
 
   async release(route: Route): Promise<void> {
@@ -152,6 +164,7 @@ export class RedisRoutes implements RouteRegistry {
   /** Removes this pod from every route it still holds. */
   async stop(): Promise<void> {
     clearInterval(this.#refreshTimer);
+    clearTimeout(this.#retryTimer);
     for (const waiter of this.#confirmWaiters.splice(0)) waiter.resolve();
     this.#forgetAll(false);
     const keys = [...this.#held.keys()];
@@ -232,8 +245,19 @@ export class RedisRoutes implements RouteRegistry {
         return execAll(pipeline);
       });
     } catch (err) {
-      this.log.warn({ err, routes: this.#held.size }, 'route refresh failed; retrying next period');
+      this.log.warn({ err, routes: this.#held.size }, 'route refresh failed; retrying shortly');
+      this.#retrySoon();
     }
+  }
+
+  /** Writes every held route again shortly (once, however many writes failed meanwhile). */
+  #retrySoon(): void {
+    if (this.#retryTimer !== undefined || this.#held.size === 0) return;
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      void this.refreshAll();
+    }, RETRY_MS);
+    this.#retryTimer.unref();
   }
 }
 

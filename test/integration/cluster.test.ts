@@ -144,6 +144,39 @@ describe('cluster on Redis', () => {
     }
   });
 
+  test('a chat selected while the pod had lost Redis is in Redis once it is back, not a renewal later', async () => {
+    const gate = await TcpGate.start(redis.port);
+    const pod = await startGateway(clusterEnv(redis, { REDIS_URL: gate.redisUrl, LEASE_TTL_MS: '12000', LEASE_RENEW_INTERVAL_MS: '4000' }), keys);
+    try {
+      const client = track(await pod.connectUser('acme', 'sel', 'u1'));
+      // Just after one of the pod's renewals (the agent route's TTL jumps back up) the next is 4 s away.
+      const agentRoute = 'route:acme:sel:chats';
+      let ttl = await redis.client.pttl(agentRoute);
+      await waitFor(
+        async () => {
+          const now = await redis.client.pttl(agentRoute);
+          const renewed = now > ttl + 1000;
+          ttl = now;
+          return renewed;
+        },
+        6000,
+        'a renewal of the agent route',
+      );
+      gate.shut();
+      try {
+        // The pod's Redis connection is down: the chat route's write fails at once.
+        await client.selectChat('k9');
+        await new Promise((resolve) => setTimeout(resolve, 300));
+      } finally {
+        gate.open();
+      }
+      await waitFor(async () => (await redis.client.smembers('route:acme:sel:messages:k9')).includes(pod.podId), 2000, 'the chat route in Redis');
+    } finally {
+      await pod.stop();
+      await gate.stop();
+    }
+  });
+
   test('route keys follow connect, select_chat and disconnect', async () => {
     const onA = track(await a().connectUser('routes', 'desk', 'u1'));
     const alsoA = track(await a().connectUser('routes', 'desk', 'u2'));
