@@ -22,6 +22,10 @@ interface Pending {
   readonly reject: (err: Error) => void;
 }
 
+/** The `reason` label of grpc_forward_errors_total. */
+const FAILURE_REASONS = ['breaker-open', 'deadline', 'unavailable', 'error'] as const;
+type FailureReason = (typeof FAILURE_REASONS)[number];
+
 // A batch to one peer holds at most this many events.
 const MAX_BATCH = 256;
 const IDLE_PEER_MS = 5 * 60_000;
@@ -160,7 +164,9 @@ class Peer {
     this.breaker.shutdown();
     this.#stream?.close();
     this.client.close();
+    // Pod ids change with every rollout: a peer's series go with it, or they would pile up.
     this.metrics.breakerState.remove({ peer: this.podId });
+    for (const reason of FAILURE_REASONS) this.metrics.grpcForwardErrors.remove({ peer: this.podId, reason });
   }
 
   /** The push stream is busy writing: a batch gathered now goes when it is done. */
@@ -298,7 +304,7 @@ export class PeerForwarder implements PeerPush {
 }
 
 /** gRPC status codes and breaker rejections, translated once into the metric's reasons. */
-function failureReason(err: unknown): string {
+function failureReason(err: unknown): FailureReason {
   const code = typeof err === 'object' && err !== null && 'code' in err ? (err as { code: unknown }).code : undefined;
   if (code === 'EOPENBREAKER') return 'breaker-open';
   if (code === grpc.status.DEADLINE_EXCEEDED) return 'deadline';

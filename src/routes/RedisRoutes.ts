@@ -91,7 +91,11 @@ export class RedisRoutes implements RouteRegistry {
     // Announcements sent while the connection was down are lost: forget every copy, and keep none
     // until the subscription is known to be back (ioredis resubscribes only after `ready` fires).
     subscriber.on('close', () => this.#forgetAll(false));
-    subscriber.on('ready', () => void this.#listen().catch(() => undefined));
+    subscriber.on('ready', () => {
+      this.#listen().catch((err: unknown) => {
+        this.log.warn({ err }, 'could not subscribe to route changes again; every event looks its route up until the next reconnect');
+      });
+    });
     await this.#listen();
     this.#refreshTimer = setInterval(() => void this.refreshAll(), this.lease.renewIntervalMs);
     this.#refreshTimer.unref();
