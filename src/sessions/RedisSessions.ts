@@ -18,6 +18,7 @@ declare module 'ioredis' {
     sessionAcquire(key: string, podId: string, connectionId: string, leaseMs: number, limit: number, podPrefix: string, killPrefix: string): Result<string[], Context>;
     sessionRenew(keyCount: number, ...keysMembersLeaseLimit: Array<string | number>): Result<number[], Context>;
     sessionDisconnect(key: string, killPrefix: string, revokedPrefix: string, leaseMs: number): Result<number, Context>;
+    sessionForget(key: string, memberSuffix: string): Result<number, Context>;
   }
 }
 
@@ -78,6 +79,7 @@ export class RedisSessions implements SessionStore {
     redis.defineScript('sessionAcquire', new URL('./acquire.lua', import.meta.url), 1);
     redis.defineScript('sessionRenew', new URL('./renew.lua', import.meta.url));
     redis.defineScript('sessionDisconnect', new URL('./disconnect.lua', import.meta.url), 1);
+    redis.defineScript('sessionForget', new URL('./forget.lua', import.meta.url), 1);
   }
 
   /** Listens on this pod's kill channel and starts renewing. */
@@ -110,6 +112,8 @@ export class RedisSessions implements SessionStore {
     } catch (err) {
       this.#local.delete(holder.connectionId);
       this.metrics.sessionAcquisitions.inc({ result: 'unavailable' });
+      // A timeout may hide a script that ran. Best effort: if Redis is gone, the lease expires.
+      this.redis.run('session_forget', (r) => r.sessionForget(key, `|${this.podId}|${holder.connectionId}`)).catch(() => undefined);
       throw err;
     }
     const [member, ...evicted] = reply;

@@ -177,6 +177,20 @@ describe('cluster on Redis', () => {
     }
   });
 
+  test('a connect whose session acquire timed out leaves no lease behind once Redis catches up', async () => {
+    const url = await a().userUrl('acme', 'ghost', 'u1');
+    redis.pause();
+    try {
+      const refused = track(await openClient(url));
+      // Past REDIS_COMMAND_TIMEOUT_MS the pod gives up; the acquire waits in Redis's socket.
+      assert.equal((await refused.closeInfo(3000)).code, 1013);
+    } finally {
+      redis.resume();
+    }
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual(await redis.client.zrange('session:acme:ghost:u1', '0', '-1'), [], 'the acquire ran late, and its lease was removed');
+  });
+
   test('route keys follow connect, select_chat and disconnect', async () => {
     const onA = track(await a().connectUser('routes', 'desk', 'u1'));
     const alsoA = track(await a().connectUser('routes', 'desk', 'u2'));
