@@ -37,6 +37,9 @@ describe('cluster on Redis', () => {
     return client;
   };
   const [a, b, c] = [() => pods[0]!, () => pods[1]!, () => pods[2]!];
+  /** After a test paused Redis: the pods take connections again once their probe sees it back. */
+  const everyPodReady = () =>
+    waitFor(async () => (await Promise.all(pods.map((pod) => fetch(`${pod.httpBase}/ready`)))).every((res) => res.status === 200), 5000, 'every pod ready again');
 
   test('a login on another pod closes the first connection with 4402; the new one is ready', async () => {
     const first = track(await a().connectUser('acme', 'support', 'alice'));
@@ -130,6 +133,7 @@ describe('cluster on Redis', () => {
       for (const client of early) client.close();
       await pod.stop();
     }
+    await everyPodReady();
   });
 
   test('Redis refusing writes (out of memory): a renewal counts as failed, not as done', async () => {
@@ -189,6 +193,7 @@ describe('cluster on Redis', () => {
     }
     await new Promise((resolve) => setTimeout(resolve, 300));
     assert.deepEqual(await redis.client.zrange('session:acme:ghost:u1', '0', '-1'), [], 'the acquire ran late, and its lease was removed');
+    await everyPodReady();
   });
 
   test('route keys follow connect, select_chat and disconnect', async () => {
