@@ -512,26 +512,30 @@ async function publishUntilStopped(nc: NatsConnection, subject: string, client: 
   return published;
 }
 
-describe('a consuming pod stopping', () => {
-  let redis: RedisServer;
-  let nats: NatsServer;
-  let nc: NatsConnection;
+/** A Redis and a NATS of the enclosing describe's own: started before its tests, stopped after them. */
+function ownServers(): { redis: RedisServer; nats: NatsServer; nc: NatsConnection } {
+  const servers = {} as { redis: RedisServer; nats: NatsServer; nc: NatsConnection };
   before(async () => {
-    [redis, nats] = await Promise.all([RedisServer.start(), NatsServer.start()]);
-    nc = await nats.client();
+    [servers.redis, servers.nats] = await Promise.all([RedisServer.start(), NatsServer.start()]);
+    servers.nc = await servers.nats.client();
   });
   after(async () => {
-    await Promise.all([redis.stop(), nats.stop()]);
+    await Promise.all([servers.redis.stop(), servers.nats.stop()]);
   });
+  return servers;
+}
+
+describe('a consuming pod stopping', () => {
+  const servers = ownServers();
 
   test('SIGTERM: every event the pod handled is acked before it exits', async () => {
-    const pod = await startGateway(podEnv(redis, nats), randomKeys());
+    const pod = await startGateway(podEnv(servers.redis, servers.nats), randomKeys());
     const client = await pod.connectUser('stop', 'desk', 'u1');
-    await publishUntilStopped(nc, 'websocket.stop.desk.chats', client, () => pod.stop());
+    await publishUntilStopped(servers.nc, 'websocket.stop.desk.chats', client, () => pod.stop());
     // One subject on a fresh stream: event `seq` is stream sequence seq + 1. Every event up to the
     // last one the client got was handled, so none of them may wait for a redelivery.
     const lastHandled = Math.max(...seqs(client)) + 1;
-    const info = await (await nc.jetstreamManager()).consumers.info('wa_stream', 'ws_fanout');
+    const info = await (await servers.nc.jetstreamManager()).consumers.info('wa_stream', 'ws_fanout');
     assert.ok(info.ack_floor.stream_seq >= lastHandled, `acked up to ${info.ack_floor.stream_seq}, handled up to ${lastHandled}`);
   });
 
@@ -540,12 +544,12 @@ describe('a consuming pod stopping', () => {
     // A consumer of its own, so this ack wait is the one it is created with: an event left with
     // the stopping pod would reach the client only after it. Pulls of four make the pod ask for
     // more every few events, so it is asking while it stops.
-    const env = podEnv(redis, nats, { NATS_CONSUMER: 'strand_check', NATS_ACK_WAIT_MS: '60000', NATS_MAX_IN_FLIGHT: '4' });
+    const env = podEnv(servers.redis, servers.nats, { NATS_CONSUMER: 'strand_check', NATS_ACK_WAIT_MS: '60000', NATS_MAX_IN_FLIGHT: '4' });
     const stopping = await startGateway(env, keys);
     const staying = await startGateway(env, keys);
     try {
       const client = await staying.connectUser('strand', 'desk', 'u1');
-      const published = await publishUntilStopped(nc, 'websocket.strand.desk.chats', client, () => stopping.stop());
+      const published = await publishUntilStopped(servers.nc, 'websocket.strand.desk.chats', client, () => stopping.stop());
       await waitFor(() => new Set(seqs(client)).size >= published, 10_000, `all ${published} events, well within the 60 s ack wait`);
       client.close();
     } finally {
@@ -554,46 +558,37 @@ describe('a consuming pod stopping', () => {
   });
 
   test('NATS hung: SIGTERM still closes connections with 1001 and exits 0 within the shutdown timeout', async () => {
-    const pod = await startGateway(podEnv(redis, nats, { DRAIN_WINDOW_MS: '500', SHUTDOWN_TIMEOUT_MS: '8000' }), randomKeys());
+    const pod = await startGateway(podEnv(servers.redis, servers.nats, { DRAIN_WINDOW_MS: '500', SHUTDOWN_TIMEOUT_MS: '8000' }), randomKeys());
     const client = await pod.connectUser('hung', 'desk', 'u1');
-    nats.pause();
+    servers.nats.pause();
     try {
       const startedAt = Date.now();
       const [code, closed] = await Promise.all([pod.stop(), client.closeInfo(8000)]);
       assert.equal(code, 0, `exited after ${Date.now() - startedAt} ms`);
       assert.equal(closed.code, 1001);
     } finally {
-      nats.resume();
+      servers.nats.resume();
     }
   });
 });
 
 describe("an operator's consumer without a delivery limit", () => {
-  let redis: RedisServer;
-  let nats: NatsServer;
-  let nc: NatsConnection;
-  before(async () => {
-    [redis, nats] = await Promise.all([RedisServer.start(), NatsServer.start()]);
-    nc = await nats.client();
-  });
-  after(async () => {
-    await Promise.all([redis.stop(), nats.stop()]);
-  });
+  const servers = ownServers();
 
   test('its events are retried past NATS_MAX_DELIVER and reach a peer that was hung, never buried as dead', async () => {
-    const jsm = await nc.jetstreamManager();
+    const jsm = await servers.nc.jetstreamManager();
     await jsm.streams.add({ name: 'wa_stream', subjects: ['websocket.>'] });
     await jsm.consumers.add('wa_stream', { durable_name: 'ws_fanout', ack_policy: AckPolicy.Explicit, ack_wait: nanos(2000), max_deliver: -1, filter_subject: 'websocket.>' });
     // Leases longer than the hang, so the hung pod stays an owner; a pod limit the consumer overrides.
     const env = { LEASE_TTL_MS: '15000', LEASE_RENEW_INTERVAL_MS: '5000', NATS_MAX_DELIVER: '3', NATS_NAK_DELAY_MS: '50' };
     const keys = randomKeys();
-    const consumer = await startGateway(podEnv(redis, nats, env), keys);
-    const owner = await startGateway(podEnv(redis, undefined, env), keys);
+    const consumer = await startGateway(podEnv(servers.redis, servers.nats, env), keys);
+    const owner = await startGateway(podEnv(servers.redis, undefined, env), keys);
     const client = await owner.connectUser('unl', 'desk', 'u1');
     try {
       owner.child.kill('SIGSTOP');
       try {
-        await publish(nc, 'websocket.unl.desk.chats', { seq: 1 });
+        await publish(servers.nc, 'websocket.unl.desk.chats', { seq: 1 });
         await waitFor(async () => (await consumer.metric('switchboard_events_redelivered_total')) > 3, 10_000, 'more redeliveries than the pod limit');
         assert.equal(await consumer.metric('switchboard_events_fanned_out_total{outcome="dead"}'), 0, 'not buried at the pod limit');
       } finally {
