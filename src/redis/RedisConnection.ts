@@ -144,7 +144,6 @@ function redactedUrl(url: string): string {
   return url.replace(/\/\/[^@/]*@/, '//[Redacted]@');
 }
 
-/** Every key matching `pattern`, with SCAN (never KEYS, which blocks Redis). */
 /**
  * Runs a pipeline and answers each command's result, or rejects with the first command's error:
  * ioredis resolves `exec()` even when commands failed (Redis unreachable, OOM, READONLY).
@@ -156,6 +155,7 @@ export async function execAll(pipeline: ChainableCommander): Promise<unknown[]> 
   return replies.map(([, result]) => result);
 }
 
+/** Every key matching `pattern`, with SCAN (never KEYS, which blocks Redis). */
 export async function scanAll(redis: Redis, pattern: string): Promise<string[]> {
   const keys: string[] = [];
   let cursor = '0';

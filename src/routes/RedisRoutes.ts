@@ -238,7 +238,7 @@ export class RedisRoutes implements RouteRegistry {
     );
   }
 
-  /** Writes every route this pod holds back to Redis, with a fresh lease; failures wait for the next period. */
+  /** Writes every route this pod holds back to Redis, with a fresh lease; a failure is retried shortly. */
   async refreshAll(): Promise<void> {
     if (this.#held.size === 0) return;
     const keys = [...this.#held.keys()];
