@@ -38,6 +38,11 @@ const PULL_EXPIRES_MS = 5000;
  * meanwhile.
  */
 const ACK_GATHER_MS = 5;
+/**
+ * When dispatch itself fails (Redis unreachable), retries back off from NATS_NAK_DELAY_MS, doubling
+ * up to this: an outage then takes many minutes to use up the delivery limit instead of seconds.
+ */
+const DISPATCH_FAILURE_MAX_NAK_MS = 30_000;
 /** How long each step of a stopping pod's goodbye to NATS waits for an answer. */
 const NATS_STOP_LIMIT_MS = 2000;
 /** The consumer notices that are not debug chatter. */
@@ -194,12 +199,12 @@ export class NatsEventSource implements EventSource {
       delivery: { key: `${message.info.stream}:${message.info.streamSequence}`, redelivered: message.info.redelivered },
     };
     if (message.info.redelivered) this.metrics.eventsRedelivered.inc();
-    let outcome: DispatchOutcome;
+    let outcome: DispatchOutcome | 'failed';
     try {
       outcome = await sink(event);
     } catch (err) {
       this.log.error({ err, request_id: event.requestId, event_id: eventIdOf(event.payload), subject: event.subject }, 'dispatch failed; the event will be retried');
-      outcome = 'retry';
+      outcome = 'failed';
     }
     if (outcome === 'delivered' || outcome === 'rejected') {
       // A malformed event is poison: acked (and counted by dispatch) so it never comes back.
@@ -211,7 +216,17 @@ export class NatsEventSource implements EventSource {
       this.#bury(message, event);
       return;
     }
-    message.nak(outcome === 'retry' ? this.options.nakDelayMs : Math.max(outcome.retryAfterMs, this.options.nakDelayMs));
+    message.nak(this.#nakDelayMs(outcome, message.info.redeliveryCount));
+  }
+
+  /** How long an event waits before its next delivery. */
+  #nakDelayMs(outcome: 'retry' | 'failed' | { readonly retryAfterMs: number }, deliveries: number): number {
+    const { nakDelayMs } = this.options;
+    if (outcome === 'retry') return nakDelayMs;
+    // Events reached their owners from the route copies while Redis is away; back off rather than
+    // bury them as dead after a few seconds of outage.
+    if (outcome === 'failed') return Math.min(nakDelayMs * 2 ** Math.min(deliveries - 1, 30), Math.max(nakDelayMs, DISPATCH_FAILURE_MAX_NAK_MS));
+    return Math.max(outcome.retryAfterMs, nakDelayMs);
   }
 
   /** Acks every handled event in one turn, so the NATS client writes them together. */

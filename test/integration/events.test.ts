@@ -601,3 +601,34 @@ describe("an operator's consumer without a delivery limit", () => {
     }
   });
 });
+
+describe('Redis unreachable for longer than the delivery limit of fixed retries', () => {
+  const servers = ownServers();
+
+  test('retries back off, so events delivered from the route copy are acked when Redis is back, not buried as dead', async () => {
+    // Eight deliveries 100 ms apart (each also waiting out two 300 ms Redis timeouts) would all be
+    // used up in about 6 s of outage; backing off, they span more than 15 s. Leases outlast it.
+    const env = { LEASE_TTL_MS: '30000', LEASE_RENEW_INTERVAL_MS: '10000', NATS_MAX_DELIVER: '8', NATS_NAK_DELAY_MS: '100' };
+    const gw = await startGateway(podEnv(servers.redis, servers.nats, env), randomKeys());
+    const client = await gw.connectUser('outage', 'desk', 'u1');
+    try {
+      // The first event makes the pod keep a copy of the route's owners.
+      await publish(servers.nc, 'websocket.outage.desk.chats', { seq: 0 });
+      await client.expect('event', 5000);
+      servers.redis.pause();
+      try {
+        await publish(servers.nc, 'websocket.outage.desk.chats', { seq: 1 });
+        assert.deepEqual((await client.expect('event', 5000)).payload, { seq: 1 }, 'delivered from the copy at once');
+        await new Promise((resolve) => setTimeout(resolve, 9000));
+      } finally {
+        servers.redis.resume();
+      }
+      await everyEventAcked(servers.nc, 'once Redis is back');
+      assert.equal(await gw.metric('switchboard_events_fanned_out_total{outcome="dead"}'), 0, 'no event was buried');
+      await client.expectSilence(300);
+    } finally {
+      client.close();
+      await gw.stop();
+    }
+  });
+});
