@@ -78,25 +78,31 @@ function loadOrExit(): LoadedConfig {
 
 /** Development only: the keys were generated for this run, so show how to use them. */
 function printDevInstructions(loaded: LoadedConfig, gateway: Gateway, ports: BoundPorts): void {
-  const { auth, tls } = loaded.config;
+  const { auth, redis, tls } = loaded.config;
+  // Only generated keys are printed: a key the operator configured stays out of stdout (the log stream).
+  const shown = (name: string, value: string) => (loaded.generatedKeys.includes(name) ? value : `<${name}>`);
+  const secretToken = shown('SECRET_TOKEN', auth.secretToken);
+  const adminSecretToken = shown('ADMIN_SECRET_TOKEN', auth.adminSecretToken);
+  const generatedSecrets = Object.entries({ SECRET_TOKEN: auth.secretToken, ADMIN_SECRET_TOKEN: auth.adminSecretToken })
+    .filter(([name]) => loaded.generatedKeys.includes(name))
+    .map(([name, value]) => `  ${name}=${value}`);
   const scheme = tls.certFile === '' ? 'ws' : 'wss';
   const admin = `http://localhost:${ports.admin}`;
   const demoToken = gateway.codecs.user.mintUser({ companyId: 'acme', agentId: 'support', userId: 'alice', expiresAtMs: Date.now() + 3600_000 });
   const lines = [
     '',
-    `Switchboard is running on the in-process engine. Keys generated for this run: ${loaded.generatedKeys.join(', ')}.`,
-    `  SECRET_TOKEN=${auth.secretToken}`,
-    `  ADMIN_SECRET_TOKEN=${auth.adminSecretToken}`,
+    `Switchboard is running on the ${redis.url === '' ? 'in-process' : 'Redis'} engine. Keys generated for this run: ${loaded.generatedKeys.join(', ')}.`,
+    ...generatedSecrets,
     '',
     'Mint a user token:',
-    `  curl -s -X POST ${admin}/generate-token -H 'X-API-Key: ${auth.secretToken}' -H 'content-type: application/json' \\`,
+    `  curl -s -X POST ${admin}/generate-token -H 'X-API-Key: ${secretToken}' -H 'content-type: application/json' \\`,
     `    -d '{"company_id":"acme","agent_id":"support","user_id":"alice","expires_in_seconds":3600}'`,
     '',
     'Connect (this URL carries a token valid for one hour):',
-    `  npx wscat -s json.v1 -c '${scheme}://localhost:${ports.public}/ws/acme/support?user=alice&x-api-key=${auth.secretToken}&token=${encodeURIComponent(demoToken)}'`,
+    `  npx wscat -s json.v1 -c '${scheme}://localhost:${ports.public}/ws/acme/support?user=alice&x-api-key=${secretToken}&token=${encodeURIComponent(demoToken)}'`,
     '',
     'Publish an event to that agent:',
-    `  curl -s -X POST ${admin}/admin/publish -H 'X-API-Key: ${auth.adminSecretToken}' -H 'content-type: application/json' \\`,
+    `  curl -s -X POST ${admin}/admin/publish -H 'X-API-Key: ${adminSecretToken}' -H 'content-type: application/json' \\`,
     `    -d '{"subject":"websocket.acme.support.chats","payload":{"event_id":"e1","event_type":"hello"}}'`,
     '',
   ];

@@ -292,6 +292,20 @@ describe('development mode prints working instructions', () => {
       if (proc.child.exitCode === null) proc.child.kill('SIGKILL');
     }
   });
+
+  test('API keys the operator set are never printed, only placeholders for them', { timeout: 20_000 }, async () => {
+    const secrets = { SECRET_TOKEN: 'operator-user-key-7c1f', ADMIN_SECRET_TOKEN: 'operator-admin-key-9d2e' };
+    const proc = new GatewayProcess({ NODE_ENV: 'development', PORT: '0', ADMIN_PORT: '0', GRPC_PORT: '0', ...secrets });
+    try {
+      await waitFor(() => proc.child.exitCode !== null || proc.stdoutLines.some((l) => l.includes('/admin/publish')), SPAWN_DEADLINE_MS, 'the development instructions');
+      assert.ok(proc.stdout.includes('TOKEN_AES_KEY'), 'the generated AES keys are announced');
+      for (const value of Object.values(secrets)) assert.ok(!proc.stdout.includes(value), 'a configured key is not on stdout');
+      assert.ok(proc.stdout.includes("X-API-Key: <SECRET_TOKEN>'") && proc.stdout.includes("X-API-Key: <ADMIN_SECRET_TOKEN>'"), proc.stdout);
+      assert.equal(await proc.stop(), 0);
+    } finally {
+      if (proc.child.exitCode === null) proc.child.kill('SIGKILL');
+    }
+  });
 });
 
 function parseJson(line: string): Record<string, unknown> | undefined {
