@@ -60,7 +60,9 @@ export function parsePublishRequest(body: unknown): Parsed<PublishRequest> {
     const entries = Object.entries(headers);
     const stringEntries = entries.filter((entry): entry is [string, string] => typeof entry[1] === 'string');
     if (stringEntries.length !== entries.length) throw new InvalidField('"headers" values must be strings');
-    return { subject, payload: JSON.stringify(payload), headers: Object.fromEntries(stringEntries) };
+    const bad = stringEntries.find(([name, value]) => !HEADER_NAME.test(name) || /[\r\n]/.test(value));
+    if (bad !== undefined) throw new InvalidField(`"headers": ${JSON.stringify(bad[0])} must be a header name (letters, digits and !#$%&'*+-.^_\`|~) with a value on one line`);
+    return { subject, payload: payloadText(payload), headers: Object.fromEntries(stringEntries) };
   });
 }
 
@@ -70,6 +72,19 @@ export function parseDisconnectRequest(body: unknown): Parsed<Identity> {
       ? { kind: 'admin', adminId: identifier(b, 'admin_id') }
       : { kind: 'user', companyId: identifier(b, 'company_id'), agentId: identifier(b, 'agent_id'), userId: identifier(b, 'user_id') },
   );
+}
+
+/** An HTTP token (RFC 9110 §5.6.2): what NATS accepts as a header name. */
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/** The payload as JSON text; one nested past what serializing can follow is refused, not a crash. */
+function payloadText(payload: Body): string {
+  try {
+    return JSON.stringify(payload);
+  } catch (err) {
+    if (err instanceof RangeError) throw new InvalidField('"payload" is nested too deeply');
+    throw err;
+  }
 }
 
 /** Thrown by the field readers; withObject turns it into a 400 message. */

@@ -17,7 +17,7 @@ export class LocalEventSource implements EventSource {
   }
 
   async publish(subject: string, payload: string, headers: Readonly<Record<string, string>>): Promise<void> {
-    if (this.#sink === undefined || this.#stopped) throw new Error('event source is not running');
+    if (this.#sink === undefined || this.#stopped) throw new GatewayError('ServiceUnavailable', 'this pod is shutting down; publish to another pod');
     const requestId = Object.entries(headers).find(([name]) => name.toLowerCase() === REQUEST_ID_HEADER)?.[1];
     const outcome = await this.#sink({ origin: 'admin_api', subject, payload, requestId: requestId ?? randomUUID(), publishedAtMs: Date.now() });
     // Without a broker nothing redelivers: the publisher must hear that an owner missed the event.

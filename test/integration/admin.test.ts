@@ -97,6 +97,9 @@ describe('admin API', () => {
       ['/admin/generate-token', gw.keys.adminSecretToken, { expires_in_seconds: 60 }, /admin_id/],
       ['/admin/generate-token', gw.keys.adminSecretToken, { admin_id: 'a', expires_in_seconds: 60, subscribed_agent_id: 5 }, /subscribed_agent_id/],
       ['/admin/publish', gw.keys.adminSecretToken, { subject: 'websocket.a.b.chats', payload: {}, headers: { x: 1 } }, /headers/],
+      ['/admin/publish', gw.keys.adminSecretToken, { subject: 'websocket.a.b.chats', payload: {}, headers: { 'a b': 'x' } }, /"a b" must be a header name/],
+      ['/admin/publish', gw.keys.adminSecretToken, { subject: 'websocket.a.b.chats', payload: {}, headers: { trace: 'x\r\ny: z' } }, /"trace" must be a header name .* one line/],
+      ['/admin/publish', gw.keys.adminSecretToken, `{"subject":"websocket.a.b.chats","payload":{"p":${'['.repeat(100_000)}${']'.repeat(100_000)}}}`, /nested too deeply/],
       ['/admin/disconnect', gw.keys.adminSecretToken, { company_id: 'acme' }, /agent_id/],
     ];
     for (const [path, key, body, message] of cases) {

@@ -370,7 +370,7 @@ describe('graceful stop', () => {
     }
   });
 
-  test('while it drains, the pod answers /health 200 and /ready 503 and refuses new connections with 1013', { timeout: 20_000 }, async () => {
+  test('while it drains, the pod answers /health 200 and /ready 503, and refuses new connections with 1013 and publishes with 503', { timeout: 20_000 }, async () => {
     // 60 connections closed one by one over 3 s: the probes below land mid-drain.
     const gw = await startGateway({ DRAIN_WINDOW_MS: '3000' });
     const clients = await Promise.all(Array.from({ length: 60 }, (_, i) => gw.connectUser('drain', 'desk', `u${i}`)));
@@ -387,10 +387,12 @@ describe('graceful stop', () => {
       const [health, ready] = await Promise.all([fetch(`${gw.httpBase}/health`), fetch(`${gw.httpBase}/ready`)]);
       const late = await openClient(lateUrl);
       const refused = await late.closeInfo();
+      const publish = await gw.admin('POST', '/admin/publish', gw.keys.adminSecretToken, { subject: 'websocket.drain.desk.chats', payload: { seq: 1 } });
       assert.ok(closed < clients.length, `the drain was still going (${closed} of ${clients.length} closed)`);
       assert.equal(health.status, 200, 'the process is alive: a liveness probe must not fail');
       assert.equal(ready.status, 503, 'not ready while draining');
       assert.equal(refused.code, 1013, 'a new connection is told to try again later');
+      assert.equal(publish.status, 503, `a publish is told to go elsewhere: ${JSON.stringify(publish.body)}`);
       assert.ok((await Promise.all(closes)).every((info) => info.code === 1001), 'every old connection got 1001');
       assert.equal(await gw.exited, 0);
     } finally {
