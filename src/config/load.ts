@@ -32,6 +32,19 @@ convict.addFormat({
   coerce: toInteger,
 });
 
+/** Node runs a timer set past 2^31 - 1 ms after 1 ms; this leaves room for the margins added to some. */
+const MAX_DURATION_MS = 2_000_000_000;
+
+convict.addFormat({
+  name: 'duration-ms',
+  validate(value: unknown) {
+    if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0 || value > MAX_DURATION_MS) {
+      throw new Error(`must be a whole number of milliseconds from 1 to ${MAX_DURATION_MS}`);
+    }
+  },
+  coerce: toInteger,
+});
+
 convict.addFormat({
   name: 'tcp-port',
   validate(value: unknown) {

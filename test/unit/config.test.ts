@@ -312,6 +312,13 @@ describe('bad values: one line per bad key, led by its environment name', () => 
     assert.deepEqual(lines.map(leadingName), ['GRPC_PORT']);
   });
 
+  test('a duration past what a Node timer can wait is an error, not a timer that fires after 1 ms', () => {
+    const lines = errorLines({ HEARTBEAT_INTERVAL_MS: '2147483648', SHUTDOWN_TIMEOUT_MS: '9999999999' });
+    assert.deepEqual(lines.map(leadingName).sort(), ['HEARTBEAT_INTERVAL_MS', 'SHUTDOWN_TIMEOUT_MS']);
+    assert.ok(lines.every((line) => line.includes('from 1 to 2000000000')), lines.join('\n'));
+    assert.equal(load({ SHUTDOWN_TIMEOUT_MS: '2000000000' }).config.lifecycle.shutdownTimeoutMs, 2_000_000_000);
+  });
+
   test('TOKEN_CACHE_TTL_MS past 30 s is an error; 30 s is accepted', () => {
     assert.deepEqual(errorLines({ TOKEN_CACHE_TTL_MS: '30001' }).map(leadingName), ['TOKEN_CACHE_TTL_MS']);
     assert.equal(load({ TOKEN_CACHE_TTL_MS: '30000' }).config.auth.tokenCacheTtlMs, 30_000);
