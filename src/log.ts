@@ -13,11 +13,32 @@ const REDACTED_PATHS = [
   '*.authorization',
 ];
 
-const QUERY_SECRET = /([?&](?:token|x-api-key)=)[^&\s"]*/gi;
+/** Query parameters that carry secrets, by decoded, lower-cased name. */
+const SECRET_PARAMS: ReadonlySet<string> = new Set(['token', 'x-api-key']);
 
-/** Masks `token=` and `x-api-key=` query values so URLs can be logged. */
+/**
+ * Masks the `token` and `x-api-key` query values so URLs can be logged. Names are compared decoded,
+ * as the handshake reads them: `%74oken=` is a token too.
+ */
 export function redactUrl(url: string): string {
-  return url.replace(QUERY_SECRET, '$1[Redacted]');
+  const start = url.indexOf('?');
+  if (start < 0) return url;
+  const params = url
+    .slice(start + 1)
+    .split('&')
+    .map((param) => {
+      const name = param.split('=', 1)[0] ?? '';
+      return SECRET_PARAMS.has(decodedName(name).toLowerCase()) ? `${name}=[Redacted]` : param;
+    });
+  return `${url.slice(0, start + 1)}${params.join('&')}`;
+}
+
+function decodedName(name: string): string {
+  try {
+    return decodeURIComponent(name.replace(/\+/g, ' '));
+  } catch {
+    return name;
+  }
 }
 
 /** The root logger: JSON lines on stdout with secrets redacted and the pod id on every line. */

@@ -116,4 +116,9 @@ describe('redactUrl', () => {
       '/ws/a/b?user=u&token=[Redacted]&X-API-KEY=[Redacted]&x=1',
     );
   });
+
+  test('masks them when their names are percent-encoded, as the handshake decodes names', () => {
+    assert.equal(redactUrl('/ws/a/b?%74oken=secret1&x%2Dapi-key=secret2&user=u%2'), '/ws/a/b?%74oken=[Redacted]&x%2Dapi-key=[Redacted]&user=u%2');
+    assert.equal(redactUrl('/ws/a/b'), '/ws/a/b');
+  });
 });
