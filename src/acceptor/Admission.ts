@@ -93,9 +93,12 @@ function identityOf(token: VerifiedToken): Identity {
     : { kind: 'admin', adminId: token.claims.adminId };
 }
 
-/** The token's company, agent and (if given) user must match the URL. */
+/**
+ * The token's company, agent and (if given) user must match the URL. Ids a token carries are held to
+ * the same rules as ids in paths: an admin id with a ":" would share a session key with a user.
+ */
 function pathMismatch(request: HandshakeRequest, token: VerifiedToken): string | undefined {
-  if (token.kind !== 'user') return undefined;
+  if (token.kind !== 'user') return isValidIdentifier(token.claims.adminId) ? undefined : 'token admin id has characters that cannot be used';
   const { claims } = token;
   if (claims.companyId !== request.companyId || claims.agentId !== request.agentId) {
     return 'token company/agent do not match the path';

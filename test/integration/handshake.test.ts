@@ -117,6 +117,12 @@ describe('handshake', () => {
     );
   });
 
+  test('an admin token whose admin id could pass for a user identity (a ":" in it) is refused', async () => {
+    // session:admin:{id} with id "support:ivan" would be the session key of user ivan of agent support of company "admin".
+    const token = adminCodec().mintAdmin({ adminId: 'support:ivan', expiresAtMs: Date.now() + 60_000 });
+    await expectRefusal(await openClient(`${gw.wsBase}/ws/admin?x-api-key=${keys.adminSecretToken}&token=${encodeURIComponent(token)}`), 'InvalidToken', 4403);
+  });
+
   test('path segments that cannot be used as ids are refused with BadRequest and 4400', async () => {
     const token = encodeURIComponent(await gw.mintUserToken('acme', 'support', 'ivan'));
     await expectRefusal(await openClient(userPath('ac.me', 'support', `x-api-key=${keys.secretToken}&token=${token}`)), 'BadRequest', 4400);
