@@ -152,14 +152,43 @@ export class Acceptor {
     }
     if (this.options.rejectBeforeUpgrade) {
       const refusal = this.#accepting ? this.#admission.precheck(request, Date.now()) : shuttingDown();
+      if (refusal === 'ask-cache') {
+        void this.#upgradeOnceCacheAnswers(res, request, context);
+        return;
+      }
       if (refusal !== undefined) {
-        this.deps.log.debug({ url: redactUrl(request.url), code: refusal.code, reason: refusal.message }, 'handshake refused');
-        json(res, ERRORS[refusal.code].http, refusal.toPayload());
+        this.#refuseUpgrade(res, request, refusal);
         return;
       }
     }
+    this.#upgrade(res, request, context);
+  }
+
+  /** A token only the token cache may know: the upgrade waits for it (uWS allows this once onAborted is set). */
+  async #upgradeOnceCacheAnswers(res: HttpResponse, request: HandshakeRequest, context: us_socket_context_t): Promise<void> {
+    let aborted = false;
+    res.onAborted(() => {
+      aborted = true;
+    });
+    let refusal: GatewayError | undefined;
+    try {
+      refusal = await this.#admission.precheckCached(request, Date.now());
+    } catch (err) {
+      this.deps.log.error({ err, url: redactUrl(request.url) }, 'handshake failed unexpectedly');
+      refusal = new GatewayError('InternalServerError', 'internal error');
+    }
+    if (aborted) return;
+    res.cork(() => (refusal === undefined ? this.#upgrade(res, request, context) : this.#refuseUpgrade(res, request, refusal)));
+  }
+
+  #upgrade(res: HttpResponse, request: HandshakeRequest, context: us_socket_context_t): void {
     const data: SocketData = { request, connection: undefined, early: undefined, closed: false };
     res.upgrade<SocketData>(data, request.secWebSocketKey, chooseSubprotocol(request.secWebSocketProtocol), request.secWebSocketExtensions, context);
+  }
+
+  #refuseUpgrade(res: HttpResponse, request: HandshakeRequest, refusal: GatewayError): void {
+    this.deps.log.debug({ url: redactUrl(request.url), code: refusal.code, reason: refusal.message }, 'handshake refused');
+    json(res, ERRORS[refusal.code].http, refusal.toPayload());
   }
 
   /** Runs the handshake for an open socket: refusal → error frame and close; success → route, `ready`, early frames. */

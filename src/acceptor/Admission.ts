@@ -24,9 +24,22 @@ export class Admission {
     private readonly metrics: Metrics,
   ) {}
 
-  /** Everything that needs no I/O, for refusing with an HTTP status before the upgrade. */
-  precheck(request: HandshakeRequest, nowMs: number): GatewayError | undefined {
-    const result = this.#checkPath(request) ?? this.#checkAuth(request, this.authenticator.authenticateNow(request.kind, request.apiKey, request.token, nowMs));
+  /**
+   * Everything that needs no I/O, for refusing with an HTTP status before the upgrade; 'ask-cache'
+   * for a token under a key this pod lacks, which another pod may have verified (`precheckCached`).
+   */
+  precheck(request: HandshakeRequest, nowMs: number): GatewayError | 'ask-cache' | undefined {
+    const badPath = this.#checkPath(request);
+    if (badPath !== undefined) return badPath;
+    const auth = this.authenticator.authenticateNow(request.kind, request.apiKey, request.token, nowMs);
+    if (!auth.ok && auth.failure.cacheMayKnow) return 'ask-cache';
+    const result = this.#checkAuth(request, auth);
+    return result instanceof GatewayError ? result : undefined;
+  }
+
+  /** The credentials checked through the token cache, for a precheck that asked for it. */
+  async precheckCached(request: HandshakeRequest, nowMs: number): Promise<GatewayError | undefined> {
+    const result = this.#checkAuth(request, await this.authenticator.authenticate(request.kind, request.apiKey, request.token, nowMs));
     return result instanceof GatewayError ? result : undefined;
   }
 

@@ -8,6 +8,8 @@ export interface AuthFailure {
   readonly stage: AuthStage;
   readonly code: 'InvalidAPIKey' | 'InvalidToken';
   readonly message: string;
+  /** The token does not decrypt under this pod's keys, but another pod may have verified it (key rotation): the cache may know it. */
+  readonly cacheMayKnow: boolean;
 }
 
 export type AuthResult = { readonly ok: true; readonly token: VerifiedToken } | { readonly ok: false; readonly failure: AuthFailure };
@@ -85,14 +87,14 @@ export class Authenticator {
             : { kind, claims: this.keys.admin.codec.verifyAdmin(token, nowMs) },
       };
     } catch (err) {
-      if (err instanceof TokenError) return fail('token', 'InvalidToken', err.message);
+      if (err instanceof TokenError) return fail('token', 'InvalidToken', err.message, err.failure === 'undecryptable');
       throw err;
     }
   }
 }
 
-function fail(stage: AuthStage, code: AuthFailure['code'], message: string): AuthResult {
-  return { ok: false, failure: { stage, code, message } };
+function fail(stage: AuthStage, code: AuthFailure['code'], message: string, cacheMayKnow = false): AuthResult {
+  return { ok: false, failure: { stage, code, message, cacheMayKnow } };
 }
 
 function sha256(text: string): Buffer {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { after, afterEach, before, describe, test } from 'node:test';
-import { expectReplaced, openClient, type TestClient } from '../support/client.js';
+import { expectReplaced, openClient, UpgradeRefused, type TestClient } from '../support/client.js';
 import { randomKeys, startGateway, type TestGateway } from '../support/gateway.js';
 import { RedisServer } from '../support/redis.js';
 import { TcpGate } from '../support/tcpGate.js';
@@ -250,22 +250,31 @@ describe('cluster on Redis', () => {
   });
 
   test('a token verified on one pod is cached for at most 30 s and accepted meanwhile by a pod whose keys cannot verify it', async () => {
-    const stranger = await startGateway(clusterEnv(redis), { ...keys, tokenAesKeys: randomKeys().tokenAesKeys });
-    try {
-      const token = await a().mintUserToken('cache', 'desk', 'gina');
-      const query = (pod: TestGateway, t: string) => `${pod.wsBase}/ws/cache/desk?user=gina&x-api-key=${keys.secretToken}&token=${encodeURIComponent(t)}`;
-      const neverVerified = track(await openClient(query(stranger, await a().mintUserToken('cache', 'desk', 'gina'))));
-      await neverVerified.expect('error');
-      assert.equal((await neverVerified.closeInfo()).code, 4403);
-      await track(await openClient(query(a(), token))).expect('ready');
-      const cacheKey = `token_cache:${createHash('sha256').update(token).digest('hex')}`;
-      await waitFor(async () => (await redis.client.exists(cacheKey)) === 1, 2000, 'the verified token in the cache');
-      const ttl = await redis.client.pttl(cacheKey);
-      assert.ok(ttl > 0 && ttl <= 30_000, `cached for at most 30 s (PTTL ${ttl})`);
-      const viaCache = track(await openClient(query(stranger, token)));
-      await viaCache.expect('ready');
-    } finally {
-      await stranger.stop();
+    // Also when that pod answers auth failures before the upgrade: the answer then waits for the cache.
+    for (const rejectBeforeUpgrade of ['false', 'true']) {
+      const stranger = await startGateway(clusterEnv(redis, { REJECT_BEFORE_UPGRADE: rejectBeforeUpgrade }), { ...keys, tokenAesKeys: randomKeys().tokenAesKeys });
+      try {
+        const user = `gina-${rejectBeforeUpgrade}`;
+        const token = await a().mintUserToken('cache', 'desk', user);
+        const query = (pod: TestGateway, t: string) => `${pod.wsBase}/ws/cache/desk?user=${user}&x-api-key=${keys.secretToken}&token=${encodeURIComponent(t)}`;
+        const unknownUrl = query(stranger, await a().mintUserToken('cache', 'desk', user));
+        if (rejectBeforeUpgrade === 'true') {
+          await assert.rejects(openClient(unknownUrl), (err: unknown) => err instanceof UpgradeRefused && err.status === 403);
+        } else {
+          const neverVerified = track(await openClient(unknownUrl));
+          await neverVerified.expect('error');
+          assert.equal((await neverVerified.closeInfo()).code, 4403);
+        }
+        await track(await openClient(query(a(), token))).expect('ready');
+        const cacheKey = `token_cache:${createHash('sha256').update(token).digest('hex')}`;
+        await waitFor(async () => (await redis.client.exists(cacheKey)) === 1, 2000, 'the verified token in the cache');
+        const ttl = await redis.client.pttl(cacheKey);
+        assert.ok(ttl > 0 && ttl <= 30_000, `cached for at most 30 s (PTTL ${ttl})`);
+        const viaCache = track(await openClient(query(stranger, token)));
+        await viaCache.expect('ready');
+      } finally {
+        await stranger.stop();
+      }
     }
   });
 
