@@ -132,13 +132,13 @@ export class Dispatch {
     if (incompleteForMs > 0) {
       // Owners that have not re-asserted their routes yet would be skipped for good: held until they have.
       this.metrics.eventsFannedOut.inc({ outcome: 'deferred' });
-      this.log.debug({ ...eventFields(event), retry_after_ms: incompleteForMs }, 'route owners may be incomplete; the event will be retried');
+      this.#debug(event, 'route owners may be incomplete; the event will be retried', { retry_after_ms: incompleteForMs });
       await this.#remember(event, attempt.reached);
       return { retryAfterMs: incompleteForMs };
     }
     if (attempt.owners === 0) {
       this.metrics.eventsFannedOut.inc({ outcome: 'dropped' });
-      this.log.debug(eventFields(event), 'no connection wants this event');
+      this.#debug(event, 'no connection wants this event');
       return 'delivered';
     }
     if (attempt.complete) return 'delivered';
@@ -153,7 +153,7 @@ export class Dispatch {
       const target = parseSubject(inbound.subject);
       if (target === undefined) return 0;
       const event: DispatchedEvent = { ...inbound, target };
-      this.log.debug(eventFields(event), 'event received from a peer');
+      this.#debug(event, 'event received from a peer');
       return this.#deliverLocally(event);
     });
   }
@@ -162,7 +162,7 @@ export class Dispatch {
     const key = event.delivery?.key;
     if (key !== undefined) {
       if (this.#recent.has(key)) {
-        this.log.debug(eventFields(event), 'event already delivered here; skipped');
+        this.#debug(event, 'event already delivered here; skipped');
         return 0;
       }
       this.#recent.add(key);
@@ -172,7 +172,7 @@ export class Dispatch {
     const delivered = this.deps.local.deliver(event.target, eventFrame(event.payload));
     this.metrics.eventsFannedOut.inc({ outcome: 'local' }, delivered);
     this.metrics.eventDeliveryLatency.observe(Math.max(0, Date.now() - event.publishedAtMs) / 1000);
-    this.log.debug({ ...eventFields(event), delivered }, 'event delivered');
+    this.#debug(event, 'event delivered', { delivered });
     return delivered;
   }
 
@@ -188,7 +188,7 @@ export class Dispatch {
     const reached = pods.filter((_, i) => results[i]?.status === 'fulfilled');
     this.metrics.eventsFannedOut.inc({ outcome: 'forwarded' }, reached.length);
     if (reached.length === pods.length) {
-      this.log.debug({ ...eventFields(event), pods }, 'event forwarded');
+      this.#debug(event, 'event forwarded', { pods });
     } else {
       const failed = pods.filter((pod) => !reached.includes(pod));
       this.log.warn({ ...eventFields(event), pods: failed }, 'could not reach every owner; the event will be retried');
@@ -206,6 +206,11 @@ export class Dispatch {
       this.log.warn({ err, request_id: event.requestId, event_id: event.eventId }, 'could not read which owners have the event; delivering to all');
       return new Set();
     }
+  }
+
+  /** The per-event debug lines: their fields are built only when debug logging is on (this is the hot path). */
+  #debug(event: DispatchedEvent, message: string, extra?: Record<string, unknown>): void {
+    if (this.log.isLevelEnabled('debug')) this.log.debug({ ...eventFields(event), ...extra }, message);
   }
 
   async #remember(event: DispatchedEvent, reached: readonly string[]): Promise<void> {
