@@ -8,8 +8,8 @@
 // --source jetstream (default): an ordered consumer of its own on stream wa_stream, filtered to
 //   the subject and starting at new messages, so events take the same publish → stream → consumer
 //   path as Switchboard's. --source core: a plain subscription, which skips the stream.
-// --mode send (default): a loop of ws.send over every socket, as Switchboard delivers.
-//   --mode publish: one uWS app.publish to a topic every socket subscribed to.
+// --mode send (default): a loop of ws.send over every socket.
+//   --mode publish: one uWS app.publish to a topic every socket subscribed to, as Switchboard delivers.
 // Clients connect to ws://127.0.0.1:<port>/ws/{anything}/{anything} and get {"type":"ready"};
 // the first stdout line is {"port":N}, written once the NATS subscription is in place. It exits
 // when its stdin ends, so spawn it with a pipe there (or keep a terminal attached).

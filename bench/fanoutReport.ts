@@ -147,7 +147,7 @@ function bestStep(fanout: { readonly bestRate: number; readonly steps: readonly 
   return fanout.steps.find((step) => step.pass && step.rate === fanout.bestRate);
 }
 
-/** Each target judged against `bare` (app.publish); the `bare-send` figures say how much of a gap the ws.send loop alone explains. */
+/** Each target judged against `bare` (app.publish); the `bare-send` figures show what a ws.send loop would cost instead. */
 function targetLines(results: readonly ScenarioResult[]): string[] {
   const bareP99 = referenceP99(results, 'bare');
   const sendP99 = referenceP99(results, 'bare-send');
