@@ -41,8 +41,9 @@ export class Authenticator {
   /**
    * Checks the API key, then the token: accepted when it verifies here or when it was verified
    * recently (on any pod) and is in the cache. Verifying (AES-GCM, a few microseconds) costs far
-   * less than a cache read, so the cache is read only when verification fails: the outcome is the
-   * same as reading it first, and a valid token costs no round trip of its own.
+   * less than a cache read, so the cache is read only for a token that does not decrypt under this
+   * pod's keys: another pod's keys may open it (a rotation in progress). One that decrypts here but
+   * fails (expired, bad claims) or is not a token at all fails on every pod, without a round trip.
    */
   async authenticate(kind: TokenKind, apiKey: string | undefined, token: string | undefined, nowMs: number): Promise<AuthResult> {
     const presented = this.#presentedToken(kind, apiKey, token);
@@ -55,6 +56,7 @@ export class Authenticator {
       if (ttlMs > 0) void this.cache.set(digest, result.token, ttlMs);
       return result;
     }
+    if (!result.failure.cacheMayKnow) return result;
     const cached = await this.cache.get(digest);
     if (cached !== undefined && cached.kind === kind && cached.claims.expiresAtMs > nowMs) {
       return { ok: true, token: cached };

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { after, afterEach, before, describe, test } from 'node:test';
+import { parseAesKeys, TokenCodec } from '../../src/auth/tokenCodec.js';
 import { expectReplaced, openClient, UpgradeRefused, type TestClient } from '../support/client.js';
 import { randomKeys, startGateway, type TestGateway } from '../support/gateway.js';
 import { RedisServer } from '../support/redis.js';
@@ -276,6 +277,22 @@ describe('cluster on Redis', () => {
         await stranger.stop();
       }
     }
+  });
+
+  test('only a token that does not decrypt here is looked up in the token cache: an expired one or garbage costs no Redis read', async () => {
+    const cacheReads = () => a().metric('switchboard_redis_op_duration_seconds_count{op="token_cache_get",outcome="ok"}');
+    const query = (token: string) => `${a().wsBase}/ws/cache/desk?user=hana&x-api-key=${keys.secretToken}&token=${encodeURIComponent(token)}`;
+    const refused = async (token: string) => {
+      const client = track(await openClient(query(token)));
+      await client.expect('error');
+      assert.equal((await client.closeInfo()).code, 4403);
+    };
+    const before = await cacheReads();
+    await refused(new TokenCodec(parseAesKeys(keys.tokenAesKeys)).mintUser({ companyId: 'cache', agentId: 'desk', userId: 'hana', expiresAtMs: Date.now() - 1000 }));
+    await refused('not a token');
+    assert.equal(await cacheReads(), before, 'no cache read for tokens that fail on every pod');
+    await refused(new TokenCodec(parseAesKeys(randomKeys().tokenAesKeys)).mintUser({ companyId: 'cache', agentId: 'desk', userId: 'hana', expiresAtMs: Date.now() + 60_000 }));
+    assert.equal(await cacheReads(), before + 1, 'a token under keys this pod lacks is looked up');
   });
 
   test('multi-device limits hold across pods', async () => {
