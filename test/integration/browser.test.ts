@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { chromium, type Browser } from 'playwright-core';
+import { selfSignedCertificate } from '../support/certificates.js';
 import { startGateway, type TestGateway } from '../support/gateway.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -16,8 +16,7 @@ let browser: Browser;
 before(async () => {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: apt-get install chromium (see .ci/run)`);
   dir = mkdtempSync(join(tmpdir(), 'switchboard-browser-'));
-  const [cert, key] = [join(dir, 'cert.pem'), join(dir, 'key.pem')];
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
+  const { cert, key } = selfSignedCertificate(dir);
   gw = await startGateway({ TLS_CERT_FILE: cert, TLS_KEY_FILE: key });
   // The flags keep Chromium off the network this machine does not have; the certificate is self-signed.
   browser = await chromium.launch({

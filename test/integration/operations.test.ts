@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { headers as natsHeaders } from 'nats';
 import { parseAesKeys, TokenCodec } from '../../src/auth/tokenCodec.js';
+import { openssl, selfSignedCertificate } from '../support/certificates.js';
 import { openClient, type TestClient } from '../support/client.js';
 import { randomKeys, startGateway, type TestGateway } from '../support/gateway.js';
 import { NatsServer } from '../support/nats.js';
@@ -146,13 +147,11 @@ describe('wss', () => {
   test('the public listener speaks TLS with TLS_CERT_FILE / TLS_KEY_FILE', async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'switchboard-tls-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
-    const { execFileSync } = await import('node:child_process');
-    const [cert, key] = [join(dir, 'cert.pem'), join(dir, 'key.pem')];
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
+    const { cert, key } = selfSignedCertificate(dir);
     const gw = await startGateway({ TLS_CERT_FILE: cert, TLS_KEY_FILE: key });
     try {
       const url = (await gw.userUrl('tls', 'desk', 'u1')).replace('ws://', 'wss://');
-      const client = await openClient(url, { ca: execFileSync('cat', [cert]) });
+      const client = await openClient(url, { ca: readFileSync(cert) });
       await client.expect('ready');
       await gw.publish('websocket.tls.desk.chats', { seq: 1 });
       assert.deepEqual((await client.expect('event')).payload, { seq: 1 });
@@ -178,13 +177,11 @@ describe('pod-to-pod mTLS', () => {
 
   /** A CA and a certificate it signs for 127.0.0.1, as PEM files in `dir` named after `name`. */
   async function authority(name: string): Promise<Record<string, string>> {
-    const { execFileSync } = await import('node:child_process');
     const file = (suffix: string) => join(dir, `${name}-${suffix}`);
-    const run = (args: string[]) => execFileSync('openssl', args, { stdio: 'ignore' });
-    run(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', file('ca.key'), '-out', file('ca.pem'), '-days', '1', '-subj', `/CN=${name}-ca`]);
-    run(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', file('pod.key'), '-out', file('pod.csr'), '-subj', '/CN=pod']);
+    openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', file('ca.key'), '-out', file('ca.pem'), '-days', '1', '-subj', `/CN=${name}-ca`]);
+    openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', file('pod.key'), '-out', file('pod.csr'), '-subj', '/CN=pod']);
     writeFileSync(file('ext.cnf'), 'subjectAltName=IP:127.0.0.1\n');
-    run(['x509', '-req', '-in', file('pod.csr'), '-CA', file('ca.pem'), '-CAkey', file('ca.key'), '-CAcreateserial', '-out', file('pod.pem'), '-days', '1', '-extfile', file('ext.cnf')]);
+    openssl(['x509', '-req', '-in', file('pod.csr'), '-CA', file('ca.pem'), '-CAkey', file('ca.key'), '-CAcreateserial', '-out', file('pod.pem'), '-days', '1', '-extfile', file('ext.cnf')]);
     return { GRPC_TLS_CA_FILE: file('ca.pem'), GRPC_TLS_CERT_FILE: file('pod.pem'), GRPC_TLS_KEY_FILE: file('pod.key') };
   }
 
