@@ -2,7 +2,6 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 
 export type ConnectionType = 'user' | 'admin';
 export type AuthStage = 'api_key' | 'token' | 'path' | 'origin';
-export type FanoutOutcome = 'local' | 'forwarded' | 'dropped' | 'dead';
 
 const MINUTE = 60;
 const HOUR = 60 * MINUTE;

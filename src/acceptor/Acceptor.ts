@@ -104,7 +104,8 @@ export class Acceptor {
   }
 
   /**
-   * Refuses new connections with 503 from now on; existing ones stay until closeAll. The listener
+   * Refuses new connections from now on (1013 after the upgrade; 503 before it with
+   * REJECT_BEFORE_UPGRADE); existing ones stay until closeAll. The listener
    * stays open until `stop`, so probes keep their answers while the pod drains: `/health` 200,
    * `/ready` 503 (a closed port would fail the liveness probe too, and could get the pod killed).
    */

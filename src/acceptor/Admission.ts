@@ -4,7 +4,7 @@ import type { VerifiedToken } from '../auth/TokenCache.js';
 import { GatewayError, type ErrorCode } from '../errors.js';
 import type { AuthStage, Metrics } from '../metrics.js';
 import type { Route, RouteRegistry } from '../routes/RouteRegistry.js';
-import { isValidIdentifier, type Identity, type SessionStore } from '../sessions/SessionStore.js';
+import { IDENTIFIER_RULE, isValidIdentifier, type Identity, type SessionStore } from '../sessions/SessionStore.js';
 import { Connection, type ConnectionLimits } from './Connection.js';
 import type { HandshakeRequest } from './handshake.js';
 
@@ -77,7 +77,7 @@ export class Admission {
 
   #checkPath(request: HandshakeRequest): GatewayError | undefined {
     if (request.kind === 'user' && (!isValidIdentifier(request.companyId) || !isValidIdentifier(request.agentId))) {
-      return new GatewayError('BadRequest', 'company and agent in the path must be 1-128 characters without whitespace, ".", ":", "*", ">" or "/"');
+      return new GatewayError('BadRequest', `company and agent in the path must be ${IDENTIFIER_RULE}`);
     }
     return undefined;
   }

@@ -1,4 +1,4 @@
-import { isValidIdentifier, type Identity } from '../sessions/SessionStore.js';
+import { IDENTIFIER_RULE, isValidIdentifier, type Identity } from '../sessions/SessionStore.js';
 
 /** A request body that passed validation, or the message explaining what to fix. */
 export type Parsed<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly message: string };
@@ -104,7 +104,7 @@ function identifier(b: Body, name: string): string {
   const value = b[name];
   if (typeof value !== 'string' || value === '') throw new InvalidField(`"${name}" must be a non-empty string`);
   if (!isValidIdentifier(value)) {
-    throw new InvalidField(`"${name}" must be at most 128 characters without whitespace, ".", ":", "*", ">" or "/"`);
+    throw new InvalidField(`"${name}" must be ${IDENTIFIER_RULE}`);
   }
   return value;
 }

@@ -239,7 +239,7 @@ function crossChecks(config: Config): string[] {
     lines.push('LEASE_RENEW_INTERVAL_MS: must be at most a third of LEASE_TTL_MS, so a lease survives a missed renewal');
   }
   if (config.nats.url !== '' && !config.nats.url.split(',').every((url) => /^(nats|tls):\/\/./.test(url.trim()))) {
-    lines.push('NATS_URL: must be nats://host:port (comma-separated for several servers)');
+    lines.push('NATS_URL: must be nats://host:port or tls://host:port (comma-separated for several servers)');
   }
   if (config.nats.deadLetterSubject.startsWith('websocket.')) {
     lines.push('NATS_DEAD_LETTER_SUBJECT: must be outside websocket.>, or dead events would be consumed again');

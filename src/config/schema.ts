@@ -110,7 +110,7 @@ export const schema: Schema<Config> = {
     renewIntervalMs: { doc: 'How often leases are renewed; at most a third of LEASE_TTL_MS.', format: 'duration-ms', default: 10_000, env: 'LEASE_RENEW_INTERVAL_MS' },
   },
   nats: {
-    url: { doc: 'nats://host:port[,...]; empty means events arrive only through /admin/publish.', format: String, default: '', env: 'NATS_URL', arg: 'nats-url' },
+    url: { doc: 'nats://host:port[,...] (or tls://); empty means events arrive only through /admin/publish.', format: String, default: '', env: 'NATS_URL', arg: 'nats-url' },
     stream: { doc: 'JetStream stream holding websocket.> (created when missing).', format: 'nats-name', default: 'wa_stream', env: 'NATS_STREAM' },
     consumer: { doc: 'Durable pull consumer shared by every pod (created when missing).', format: 'nats-name', default: 'ws_fanout', env: 'NATS_CONSUMER' },
     ackWaitMs: { doc: 'Ack wait of a consumer we create: an unacked event is redelivered after it.', format: 'duration-ms', default: 30_000, env: 'NATS_ACK_WAIT_MS' },

@@ -29,7 +29,7 @@ export interface InboundEvent {
 /** Receives events; resolves with what became of each. */
 export type EventSink = (event: InboundEvent) => Promise<DispatchOutcome>;
 
-/** Where events come from: NATS JetStream in a cluster, the admin API on the in-process engine. */
+/** Where events come from: NATS JetStream when NATS_URL is set, otherwise the admin API's /admin/publish. */
 export interface EventSource {
   /** Begins handing events to the sink. */
   start(sink: EventSink): Promise<void>;

@@ -44,6 +44,8 @@ export function identityKey(identity: Identity): string {
 
 // Identifiers end up in Redis keys and NATS subjects, where these characters are separators or wildcards.
 const IDENTIFIER = /^[^\s.:*>/?#]{1,128}$/;
+/** IDENTIFIER in words, for the errors that refuse an id. */
+export const IDENTIFIER_RULE = '1-128 characters without whitespace, ".", ":", "*", ">", "/", "?" or "#"';
 
 /** True when an id from a path, token or request can be used in keys and subjects. */
 export function isValidIdentifier(id: string): boolean {
