@@ -107,7 +107,7 @@ interface Container {
     capabilities: { drop: string[] };
     seccompProfile: { type: string };
   };
-  volumeMounts: { name: string; mountPath: string }[];
+  volumeMounts: { name: string; mountPath: string; readOnly?: boolean }[];
 }
 interface LabelSelector {
   matchLabels: Record<string, string>;
@@ -437,9 +437,6 @@ describe('helm chart', () => {
     assert.deepEqual(lag?.external?.target, { type: 'AverageValue', averageValue: '500' });
     assert.equal(find<DeploymentSpec>(manifests, 'Deployment').spec.replicas, undefined);
 
-    const pods = await render({ autoscaling: { enabled: true, consumerLag: { enabled: true, type: 'Pods' } } });
-    const podsMetric = find<HpaSpec>(pods, 'HorizontalPodAutoscaler').spec.metrics.map((m) => m.type);
-    assert.deepEqual(podsMetric, ['Resource', 'Pods']);
     const cpuOnly = await render({ autoscaling: { enabled: true } });
     assert.deepEqual(find<HpaSpec>(cpuOnly, 'HorizontalPodAutoscaler').spec.metrics.map((m) => m.type), ['Resource']);
   });
@@ -558,6 +555,22 @@ describe('helm chart', () => {
     assert.match(await renderError({ lifecycle: { drainWindow: 5 } }), /Additional property drainWindow is not allowed/);
     assert.match(await renderError({ secrets: { tokenAesKey: 'not-hex' } }), /tokenAesKey/);
     assert.match(await renderError({ config: { logLevel: 'verbose' } }), /logLevel/);
+    // What the gateway would refuse at start-up is refused here, not in a crash-looping pod.
+    assert.match(await renderError({ config: { tokenCacheTtlMs: 60_000 } }), /tokenCacheTtlMs/);
+    assert.match(await renderError({ config: { heartbeatIntervalMs: 3_000_000_000 } }), /heartbeatIntervalMs/);
+    assert.match(await renderError({ nats: { consumer: 'c'.repeat(65) } }), /consumer/);
+    // Every pod reports the whole backlog, so a per-pod (Pods) metric would multiply it by the replicas.
+    assert.match(await renderError({ autoscaling: { consumerLag: { type: 'Pods' } } }), /Additional property type is not allowed/);
+  });
+
+  test('extraVolumes and extraVolumeMounts bring the files that settings name, such as pod-to-pod mTLS from a Secret', async () => {
+    const manifests = await render(ciValues('production'));
+    const pod = find<DeploymentSpec>(manifests, 'Deployment').spec.template.spec;
+    assert.deepEqual(pod.volumes.find((v) => v.name === 'grpc-tls')?.secret, { secretName: 'switchboard-grpc-tls' });
+    const container = gateway(manifests);
+    assert.deepEqual(container.volumeMounts.find((m) => m.name === 'grpc-tls'), { name: 'grpc-tls', mountPath: '/etc/switchboard/grpc', readOnly: true });
+    assert.ok(container.volumeMounts.some((m) => m.name === 'tmp' && m.mountPath === '/tmp'), 'the /tmp mount stays');
+    assert.equal(env(container, 'GRPC_TLS_CERT_FILE')?.value, '/etc/switchboard/grpc/tls.crt');
   });
 
   test('rendering refuses several pods without Redis and equal API keys, saying what to set', async () => {
