@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { headers as natsHeaders } from 'nats';
 import { parseAesKeys, TokenCodec } from '../../src/auth/tokenCodec.js';
 import { openssl, selfSignedCertificate } from '../support/certificates.js';
@@ -157,11 +159,31 @@ describe('wss', () => {
       assert.deepEqual((await client.expect('event')).payload, { seq: 1 });
       client.close();
       await assert.rejects(openClient(url.replace('wss://', 'ws://')));
+      const port = new URL(gw.httpBase).port;
+      assert.equal(containerHealthCheck({ PORT: port, TLS_CERT_FILE: cert, TLS_KEY_FILE: key }), 0, 'the health check speaks TLS to a TLS pod');
+      assert.equal(containerHealthCheck({ PORT: port }), 1, 'plain HTTP to a TLS pod is not health');
     } finally {
       await gw.stop();
     }
   });
+
+  test('the container health check (deploy/Dockerfile) passes on a live plain pod and fails once it is gone', async () => {
+    const gw = await startGateway();
+    const port = new URL(gw.httpBase).port;
+    try {
+      assert.equal(containerHealthCheck({ PORT: port }), 0);
+    } finally {
+      await gw.stop();
+    }
+    assert.equal(containerHealthCheck({ PORT: port }), 1);
+  });
 });
+
+/** Runs the image's HEALTHCHECK command with only `env` (as the container has it); answers its exit status. */
+function containerHealthCheck(env: Record<string, string>): number | null {
+  const script = fileURLToPath(new URL('../../src/healthcheck.js', import.meta.url));
+  return spawnSync(process.execPath, [script], { env, stdio: 'ignore', timeout: 10_000 }).status;
+}
 
 describe('pod-to-pod mTLS', () => {
   let redis: RedisServer;

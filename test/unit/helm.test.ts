@@ -663,6 +663,8 @@ describe('deploy/', () => {
     const user = runtime.instructions.filter((i) => /^USER\s/.test(i)).at(-1);
     assert.equal(user, 'USER 10001:10001', 'numeric non-root user, so runAsNonRoot can verify it');
     assert.ok(runtime.instructions.includes('EXPOSE 8080 9090 50051'));
+    // The script it runs is tested against live pods, plain and TLS, in operations.test.ts.
+    assert.ok(runtime.instructions.some((i) => /^HEALTHCHECK .*CMD \["node", "dist\/src\/healthcheck\.js"\]$/.test(i)), 'HEALTHCHECK runs dist/src/healthcheck.js');
     assert.equal(runtime.instructions.at(-1), 'CMD ["node", "dist/src/main.js"]');
   });
 
