@@ -1,8 +1,10 @@
+import { isIPv6 } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
 import { Acceptor } from './acceptor/Acceptor.js';
 import { AdminApi } from './admin/AdminApi.js';
 import { Authenticator } from './auth/Authenticator.js';
 import { parseAesKeys, TokenCodec } from './auth/tokenCodec.js';
+import { podIdOf } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { Dispatch } from './dispatch/Dispatch.js';
 import type { Engine } from './engine/Engine.js';
@@ -48,7 +50,7 @@ export class Gateway {
   constructor(config: Config, log: Logger) {
     this.#config = config;
     this.#log = log;
-    this.podId = `${config.pod.ip}:${config.grpc.port}`;
+    this.podId = podIdOf(config);
     const metrics = new Metrics(config.metrics.prefix);
     this.codecs = {
       user: new TokenCodec(parseAesKeys(config.auth.tokenAesKeys)),
@@ -106,7 +108,12 @@ export class Gateway {
         ? undefined
         : {
             client: peers,
-            server: new ForwardServer(config.grpc.port, serverCredentials(config.grpc), (events) => dispatch.deliverFromPeer(events), log.child({ part: 'grpc' })),
+            server: new ForwardServer(
+              { host: isIPv6(config.pod.ip) ? '::' : '0.0.0.0', port: config.grpc.port },
+              serverCredentials(config.grpc),
+              (events) => dispatch.deliverFromPeer(events),
+              log.child({ part: 'grpc' }),
+            ),
           };
     this.#admin = new AdminApi(config.admin, {
       authenticator,

@@ -1,4 +1,4 @@
-import { ConfigError, loadConfig, type LoadedConfig } from './config/load.js';
+import { ConfigError, loadConfig, podIdOf, type LoadedConfig } from './config/load.js';
 import { Gateway, type BoundPorts } from './Gateway.js';
 import { createLogger, type Logger } from './log.js';
 
@@ -8,7 +8,7 @@ const EXIT_BAD_CONFIG = 2;
 async function main(): Promise<void> {
   const loaded = loadOrExit();
   const { config } = loaded;
-  const log = createLogger(config.log.level, `${config.pod.ip}:${config.grpc.port}`);
+  const log = createLogger(config.log.level, podIdOf(config));
   process.on('uncaughtException', (err) => {
     log.fatal({ err }, 'uncaught exception');
     process.exit(1);

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { isIP, isIPv6 } from 'node:net';
 import convict from 'convict';
 import YAML from 'yaml';
 import { schema, type Config } from './schema.js';
@@ -91,6 +92,18 @@ convict.addFormat({
   },
 });
 
+/** A host name (Compose service names may hold "_") made of dot-separated labels. */
+const HOST_NAME = /^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*$/;
+
+convict.addFormat({
+  name: 'pod-address',
+  validate(value: unknown) {
+    if (typeof value !== 'string' || (isIP(value) === 0 && !HOST_NAME.test(value))) {
+      throw new Error('must be an IP address or a host name, without a port (the pod id adds GRPC_PORT)');
+    }
+  },
+});
+
 convict.addParser({
   extension: ['yml', 'yaml'],
   parse: (text: string) => {
@@ -116,6 +129,12 @@ export interface LoadedConfig {
 }
 
 /** Reads flags, environment and the YAML file (in that precedence), validates strictly and freezes. */
+/** The pod's id, POD_IP:GRPC_PORT: its gRPC address, dialled by its peers (an IPv6 address in brackets). */
+export function podIdOf(config: Config): string {
+  const { ip } = config.pod;
+  return `${isIPv6(ip) ? `[${ip}]` : ip}:${config.grpc.port}`;
+}
+
 export function loadConfig(args: readonly string[], env: NodeJS.ProcessEnv): LoadedConfig {
   const envNames = collectEnvNames(schema);
   const flagLines = unknownFlags(args);

@@ -98,7 +98,7 @@ export const schema: Schema<Config> = {
     tlsKeyFile: { doc: 'PEM private key for GRPC_TLS_CERT_FILE.', format: String, default: '', env: 'GRPC_TLS_KEY_FILE' },
   },
   pod: {
-    ip: { doc: "This pod's routable address; pod id is POD_IP:GRPC_PORT.", format: String, default: '127.0.0.1', env: 'POD_IP', arg: 'pod-ip' },
+    ip: { doc: "This pod's routable address (IP or host name); pod id is POD_IP:GRPC_PORT.", format: 'pod-address', default: '127.0.0.1', env: 'POD_IP', arg: 'pod-ip' },
   },
   redis: {
     url: { doc: 'redis://host:port/db; empty runs the in-process engine.', format: String, default: '', env: 'REDIS_URL', arg: 'redis-url' },

@@ -23,7 +23,8 @@ export class ForwardServer {
   readonly #streams = new Set<PushStream>();
 
   constructor(
-    private readonly port: number,
+    /** Every interface of the pod's address family: peers dial POD_IP:GRPC_PORT. */
+    private readonly listen: { readonly host: '0.0.0.0' | '::'; readonly port: number },
     private readonly credentials: grpc.ServerCredentials,
     private readonly deliver: PeerDelivery,
     private readonly log: Logger,
@@ -33,10 +34,12 @@ export class ForwardServer {
     this.#health.addToServer(this.#server);
   }
 
-  /** Listens on every interface (peers dial POD_IP:GRPC_PORT); resolves with the bound port. */
+  /** Listens; resolves with the bound port. */
   async start(): Promise<number> {
+    const { host, port: wanted } = this.listen;
+    const address = host === '::' ? `[::]:${wanted}` : `${host}:${wanted}`;
     const port = await new Promise<number>((resolve, reject) => {
-      this.#server.bindAsync(`0.0.0.0:${this.port}`, this.credentials, (err, bound) => (err === null ? resolve(bound) : reject(err)));
+      this.#server.bindAsync(address, this.credentials, (err, bound) => (err === null ? resolve(bound) : reject(err)));
     });
     this.#setServing(true);
     return port;

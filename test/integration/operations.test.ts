@@ -232,4 +232,19 @@ describe('pod-to-pod mTLS', () => {
       await Promise.all([owner.stop(), sender.stop(), intruder.stop()]);
     }
   });
+
+  test('pods on an IPv6 POD_IP (an IPv6-only cluster) get bracketed pod ids and forward events to each other', async () => {
+    const keys = randomKeys();
+    const env = { REDIS_URL: redis.url, POD_IP: '::1' };
+    const [owner, sender] = await Promise.all([startGateway(env, keys), startGateway(env, keys)]);
+    try {
+      assert.match(owner.podId, /^\[::1\]:\d+$/);
+      const client = await owner.connectUser('six', 'desk', 'u1');
+      await sender.publish('websocket.six.desk.chats', { seq: 1 });
+      assert.deepEqual((await client.expect('event', 5000)).payload, { seq: 1 });
+      client.close();
+    } finally {
+      await Promise.all([owner.stop(), sender.stop()]);
+    }
+  });
 });

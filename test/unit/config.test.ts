@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { TokenCodec, parseAesKeys } from '../../src/auth/tokenCodec.js';
-import { ConfigError, loadConfig, type LoadedConfig } from '../../src/config/load.js';
+import { ConfigError, loadConfig, podIdOf, type LoadedConfig } from '../../src/config/load.js';
 
 // Every call passes its own env object and args array: process.env is never read here.
 const KEY_A = 'a'.repeat(64);
@@ -317,6 +317,16 @@ describe('bad values: one line per bad key, led by its environment name', () => 
     assert.deepEqual(lines.map(leadingName).sort(), ['HEARTBEAT_INTERVAL_MS', 'SHUTDOWN_TIMEOUT_MS']);
     assert.ok(lines.every((line) => line.includes('from 1 to 2000000000')), lines.join('\n'));
     assert.equal(load({ SHUTDOWN_TIMEOUT_MS: '2000000000' }).config.lifecycle.shutdownTimeoutMs, 2_000_000_000);
+  });
+
+  test('POD_IP is an IP address or a host name; the pod id brackets an IPv6 address so peers can dial it', () => {
+    const podId = (ip: string) => podIdOf(load({ POD_IP: ip, GRPC_PORT: '50051' }).config);
+    assert.equal(podId('10.1.2.3'), '10.1.2.3:50051');
+    assert.equal(podId('fd00::1'), '[fd00::1]:50051');
+    assert.equal(podId('switchboard_1'), 'switchboard_1:50051');
+    for (const bad of ['10.1.2.3:50051', '[fd00::1]', 'two words', 'host..name']) {
+      assert.deepEqual(errorLines({ POD_IP: bad }).map(leadingName), ['POD_IP'], bad);
+    }
   });
 
   test('TOKEN_CACHE_TTL_MS past 30 s is an error; 30 s is accepted', () => {
