@@ -105,9 +105,9 @@ export class Acceptor {
 
   /**
    * Refuses new connections from now on (1013 after the upgrade; 503 before it with
-   * REJECT_BEFORE_UPGRADE); existing ones stay until closeAll. The listener
-   * stays open until `stop`, so probes keep their answers while the pod drains: `/health` 200,
-   * `/ready` 503 (a closed port would fail the liveness probe too, and could get the pod killed).
+   * REJECT_BEFORE_UPGRADE); existing ones stay until closeAll. The listener stays open until
+   * `stop`, so probes keep their answers while the pod drains: `/health` 200, `/ready` 503 (a
+   * closed port would fail the liveness probe too, and could get the pod killed).
    */
   stopAccepting(): void {
     this.#accepting = false;

@@ -128,13 +128,13 @@ export interface LoadedConfig {
   readonly generatedKeys: readonly string[];
 }
 
-/** Reads flags, environment and the YAML file (in that precedence), validates strictly and freezes. */
 /** The pod's id, POD_IP:GRPC_PORT: its gRPC address, dialled by its peers (an IPv6 address in brackets). */
 export function podIdOf(config: Config): string {
   const { ip } = config.pod;
   return `${isIPv6(ip) ? `[${ip}]` : ip}:${config.grpc.port}`;
 }
 
+/** Reads flags, environment and the YAML file (in that precedence), validates strictly and freezes. */
 export function loadConfig(args: readonly string[], env: NodeJS.ProcessEnv): LoadedConfig {
   const envNames = collectEnvNames(schema);
   const flagLines = unknownFlags(args);
