@@ -21,8 +21,8 @@
 // Two bare servers run: `bare` writes with uWS app.publish (idiomatic uWS, which coalesces the
 // frames of one event-loop turn per socket) and is the reference for the targets; Switchboard
 // delivers the same way, through uWS topics. `bare-send` writes with a loop of ws.send, to show
-// what that coalescing is worth on the machine of the run. `socketio` is the Socket.IO 4 peer (socketioServer.ts):
-// websocket transport, redis adapter, the same NATS consumer and the same client processes;
+// what that coalescing is worth on the machine of the run. `socketio` is the Socket.IO 4 peer
+// (socketioServer.ts): websocket transport, redis adapter, the same NATS consumer and the same client processes;
 // `socketio-cross` is two Socket.IO nodes, events consumed on one and clients on the other.
 // BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' profiles the pods.
 import { mkdirSync, writeFileSync } from 'node:fs';

@@ -287,12 +287,12 @@ describe('cluster on Redis', () => {
       await client.expect('error');
       assert.equal((await client.closeInfo()).code, 4403);
     };
-    const before = await cacheReads();
+    const readsBefore = await cacheReads();
     await refused(new TokenCodec(parseAesKeys(keys.tokenAesKeys)).mintUser({ companyId: 'cache', agentId: 'desk', userId: 'hana', expiresAtMs: Date.now() - 1000 }));
     await refused('not a token');
-    assert.equal(await cacheReads(), before, 'no cache read for tokens that fail on every pod');
+    assert.equal(await cacheReads(), readsBefore, 'no cache read for tokens that fail on every pod');
     await refused(new TokenCodec(parseAesKeys(randomKeys().tokenAesKeys)).mintUser({ companyId: 'cache', agentId: 'desk', userId: 'hana', expiresAtMs: Date.now() + 60_000 }));
-    assert.equal(await cacheReads(), before + 1, 'a token under keys this pod lacks is looked up');
+    assert.equal(await cacheReads(), readsBefore + 1, 'a token under keys this pod lacks is looked up');
   });
 
   test('multi-device limits hold across pods', async () => {

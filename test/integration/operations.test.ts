@@ -185,7 +185,7 @@ function containerHealthCheck(env: Record<string, string>): number | null {
   return spawnSync(process.execPath, [script], { env, stdio: 'ignore', timeout: 10_000 }).status;
 }
 
-describe('pod-to-pod mTLS', () => {
+describe('pod-to-pod gRPC: mTLS and IPv6', () => {
   let redis: RedisServer;
   let dir: string;
   before(async () => {
