@@ -295,7 +295,7 @@ export class Acceptor {
     const chatRoute = (id: string): Route => ({ kind: 'chat', companyId: identity.companyId, agentId: identity.agentId, chatId: id });
     if (previous !== undefined) this.#dropRoute(connection, chatRoute(previous));
     this.#holdRoute(connection, chatRoute(chatId)).catch((err: unknown) => {
-      this.#log(connection).error({ err, chat_id: chatId }, 'could not register the chat route');
+      this.#log(connection).warn({ err, chat_id: chatId }, 'could not register the chat route; retrying shortly');
     });
   }
 
@@ -357,7 +357,7 @@ export class Acceptor {
     if (index < 0) return;
     connection.heldRoutes.splice(index, 1);
     this.deps.routes.release(route).catch((err: unknown) => {
-      this.#log(connection).warn({ err, route: key }, 'could not release a route; it will expire');
+      this.#log(connection).warn({ err, route: key }, 'could not release a route; retrying shortly');
     });
   }
 

@@ -37,7 +37,7 @@ export class RedisEngine implements Engine {
     const reassert = async () => {
       await Promise.all([this.routes.refreshAll(), this.sessions.renewAll()]);
     };
-    this.pods = new RedisPods(this.#connection, podId, lease, options.connectionCount, reassert, log.child({ part: 'pods' }));
+    this.pods = new RedisPods(this.#connection, podId, lease, options.connectionCount, reassert, () => this.routes.forgetPredecessor(), log.child({ part: 'pods' }));
     this.sessions = new RedisSessions(this.#connection, podId, lease, options.maxDevices, metrics, log.child({ part: 'sessions' }));
     this.routes = new RedisRoutes(this.#connection, podId, lease, metrics, log.child({ part: 'routes' }));
     this.tokenCache = new RedisTokenCache(this.#connection, log.child({ part: 'token-cache' }));

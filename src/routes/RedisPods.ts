@@ -43,6 +43,8 @@ export class RedisPods implements PodDirectory {
     private readonly connectionCount: () => number,
     /** Writes back what Redis lost of this pod's state (its routes and sessions). */
     private readonly reassert: () => Promise<void>,
+    /** Removes what a previous process under this pod id left in Redis; answers how many routes it held. */
+    private readonly forgetPredecessor: () => Promise<number>,
     private readonly log: Logger,
   ) {}
 
@@ -82,7 +84,20 @@ export class RedisPods implements PodDirectory {
     const heartbeat: Heartbeat = { connections: this.connectionCount(), started_at_ms: this.#startedAtMs, seen_at_ms: Date.now() };
     const previous = await this.redis.run('pod_heartbeat', (r) => r.set(`${POD_PREFIX}${this.podId}`, JSON.stringify(heartbeat), 'PX', this.lease.leaseMs, 'GET'));
     if (previous === null && this.#beating) await this.#recover();
+    if (previous !== null && !this.#beating) await this.#replacePredecessor(previous);
     this.#beating = true;
+  }
+
+  /**
+   * A heartbeat under this id before this process wrote one: the pod restarted with the same
+   * address within a lease (or two pods share POD_IP:GRPC_PORT, which the log says too).
+   */
+  async #replacePredecessor(heartbeat: string): Promise<void> {
+    const removed = await this.forgetPredecessor();
+    this.log.warn(
+      { previous_started_at_ms: parseHeartbeat(heartbeat)?.started_at_ms, routes_removed: removed },
+      'a heartbeat under this pod id was already in Redis: this pod restarted (or another pod has the same POD_IP:GRPC_PORT); removed the routes naming it',
+    );
   }
 
   /**

@@ -1,7 +1,7 @@
 import type { Result } from 'ioredis';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { execAll, type RedisConnection } from '../redis/RedisConnection.js';
+import { execAll, scanAll, type RedisConnection } from '../redis/RedisConnection.js';
 import type { LeaseOptions } from '../sessions/RedisSessions.js';
 import { POD_PREFIX, RECOVERING_KEY, recoveryMs } from './RedisPods.js';
 import { routeKey, type RememberedOwners, type Route, type RouteOwners, type RouteRegistry } from './RouteRegistry.js';
@@ -23,6 +23,8 @@ const MAX_CHANGES_TRACKED = 10_000;
 const MAX_COPIES = 50_000;
 /** After a route write failed, held routes are written again this soon rather than at the next renewal. */
 const RETRY_MS = 500;
+/** Route removals sent in one pipeline when forgetting a previous process's routes. */
+const FORGET_BATCH = 1000;
 
 /** A copy of a route's owners, and what was known when the lookup that made it was sent. */
 interface OwnersCopy {
@@ -39,8 +41,10 @@ interface ConfirmWaiter {
 
 interface HeldRoute {
   count: number;
-  /** The registration in flight, so a second retain waits for the same SADD. */
-  pending: Promise<void>;
+  /** The last write of this route to Redis succeeded. */
+  registered: boolean;
+  /** The write in flight, so a second retain waits for the same SADD. */
+  pending: Promise<void> | undefined;
 }
 
 /**
@@ -57,6 +61,8 @@ interface HeldRoute {
  */
 export class RedisRoutes implements RouteRegistry {
   readonly #held = new Map<string, HeldRoute>();
+  /** Routes released here whose removal from Redis failed: removed again with the next refresh. */
+  readonly #unreleased = new Set<string>();
   readonly #copies = new Map<string, OwnersCopy>();
   /** Route key → the change count when a change to it was last heard. */
   readonly #lastChange = new Map<string, number>();
@@ -101,28 +107,35 @@ export class RedisRoutes implements RouteRegistry {
     this.#refreshTimer.unref();
   }
 
+  /** Resolves once the route names this pod in Redis: a route whose last write failed is written again. */
   async retain(route: Route): Promise<void> {
     const key = redisKey(route);
-    const held = this.#held.get(key);
-    if (held !== undefined) {
-      held.count++;
-      return held.pending;
+    this.#unreleased.delete(key);
+    let held = this.#held.get(key);
+    if (held === undefined) {
+      held = { count: 0, registered: false, pending: undefined };
+      this.#held.set(key, held);
+      this.metrics.routesHeld.set(this.#held.size);
     }
-    const entry: HeldRoute = { count: 1, pending: Promise.resolve() };
-    entry.pending = this.redis.run('route_add', (r) => r.routeAdd(key, this.podId, this.lease.leaseMs, ROUTE_CHANGES_CHANNEL)).then(
-      () => undefined,
+    held.count++;
+    if (held.registered) return;
+    const entry = held;
+    entry.pending ??= this.redis.run('route_add', (r) => r.routeAdd(key, this.podId, this.lease.leaseMs, ROUTE_CHANGES_CHANNEL)).then(
+      () => {
+        entry.registered = true;
+        entry.pending = undefined;
+      },
       (err: unknown) => {
-        // Still held, so written again soon; later retains do not inherit this failure.
-        entry.pending = Promise.resolve();
+        // Still held, so written again soon, or by the next retain.
+        entry.pending = undefined;
         this.#retrySoon();
         throw err;
       },
     );
-    this.#held.set(key, entry);
-    this.metrics.routesHeld.set(this.#held.size);
     return entry.pending;
   }
 
+  /** Takes this pod out of the route once no connection here holds it; a failed removal is retried. */
   async release(route: Route): Promise<void> {
     const key = redisKey(route);
     const held = this.#held.get(key);
@@ -131,7 +144,34 @@ export class RedisRoutes implements RouteRegistry {
     if (held.count > 0) return;
     this.#held.delete(key);
     this.metrics.routesHeld.set(this.#held.size);
-    await this.redis.run('route_remove', (r) => r.routeRemove(key, this.podId, ROUTE_CHANGES_CHANNEL));
+    try {
+      await this.redis.run('route_remove', (r) => r.routeRemove(key, this.podId, ROUTE_CHANGES_CHANNEL));
+    } catch (err) {
+      // Left in Redis, this pod would stay an owner for as long as other pods keep the route alive.
+      this.#unreleased.add(key);
+      this.#retrySoon();
+      throw err;
+    }
+  }
+
+  /**
+   * Takes this pod's id out of every route. For a pod that finds a heartbeat under its id at start
+   * (it restarted with the same address): the routes its previous process held name it still, and
+   * nothing else would ever remove them while other pods keep those routes alive.
+   */
+  async forgetPredecessor(): Promise<number> {
+    const keys = await this.redis.run('route_scan', (r) => scanAll(r, `${KEY_PREFIX}*`));
+    let removed = 0;
+    for (let i = 0; i < keys.length; i += FORGET_BATCH) {
+      const batch = keys.slice(i, i + FORGET_BATCH);
+      const results = await this.redis.run('route_remove', (r) => {
+        const pipeline = r.pipeline();
+        for (const key of batch) pipeline.routeRemove(key, this.podId, ROUTE_CHANGES_CHANNEL);
+        return execAll(pipeline);
+      });
+      removed += results.filter((result) => result === 1).length;
+    }
+    return removed;
   }
 
   /**
@@ -171,8 +211,9 @@ export class RedisRoutes implements RouteRegistry {
     clearTimeout(this.#retryTimer);
     for (const waiter of this.#confirmWaiters.splice(0)) waiter.resolve();
     this.#forgetAll(false);
-    const keys = [...this.#held.keys()];
+    const keys = [...this.#held.keys(), ...this.#unreleased];
     this.#held.clear();
+    this.#unreleased.clear();
     this.metrics.routesHeld.set(0);
     if (keys.length === 0) return;
     await this.redis.run('route_remove', (r) => {
@@ -238,25 +279,33 @@ export class RedisRoutes implements RouteRegistry {
     );
   }
 
-  /** Writes every route this pod holds back to Redis, with a fresh lease; a failure is retried shortly. */
+  /**
+   * Writes every route this pod holds back to Redis, with a fresh lease, and removes those it let go
+   * of whose removal failed; a failure is retried shortly.
+   */
   async refreshAll(): Promise<void> {
-    if (this.#held.size === 0) return;
-    const keys = [...this.#held.keys()];
+    const held = [...this.#held];
+    const unreleased = [...this.#unreleased];
+    if (held.length === 0 && unreleased.length === 0) return;
     try {
       await this.redis.run('route_refresh', (r) => {
         const pipeline = r.pipeline();
-        for (const key of keys) pipeline.routeAdd(key, this.podId, this.lease.leaseMs, ROUTE_CHANGES_CHANNEL);
+        for (const [key] of held) pipeline.routeAdd(key, this.podId, this.lease.leaseMs, ROUTE_CHANGES_CHANNEL);
+        for (const key of unreleased) pipeline.routeRemove(key, this.podId, ROUTE_CHANGES_CHANNEL);
         return execAll(pipeline);
       });
     } catch (err) {
-      this.log.warn({ err, routes: this.#held.size }, 'route refresh failed; retrying shortly');
+      this.log.warn({ err, routes: held.length, removals: unreleased.length }, 'route refresh failed; retrying shortly');
       this.#retrySoon();
+      return;
     }
+    for (const [, route] of held) route.registered = true;
+    for (const key of unreleased) this.#unreleased.delete(key);
   }
 
   /** Writes every held route again shortly (once, however many writes failed meanwhile). */
   #retrySoon(): void {
-    if (this.#retryTimer !== undefined || this.#held.size === 0) return;
+    if (this.#retryTimer !== undefined || (this.#held.size === 0 && this.#unreleased.size === 0)) return;
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined;
       void this.refreshAll();

@@ -4,6 +4,7 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import { parseAesKeys, TokenCodec } from '../../src/auth/tokenCodec.js';
 import { expectReplaced, openClient, UpgradeRefused, type TestClient } from '../support/client.js';
 import { randomKeys, startGateway, type TestGateway } from '../support/gateway.js';
+import { freePort } from '../support/ports.js';
 import { RedisServer } from '../support/redis.js';
 import { TcpGate } from '../support/tcpGate.js';
 import { waitFor } from '../support/wait.js';
@@ -350,6 +351,81 @@ describe('cluster faults', () => {
     assert.ok(!(await redis.client.smembers('route:crash:desk:chats')).includes(doomed.podId), 'stale entry cleaned');
     again.close();
     listener.close();
+  });
+
+  test('a pod restarted under the same id (same POD_IP:GRPC_PORT) removes the routes its previous process held', async () => {
+    // A long lease: the first process's heartbeat is still there when the second starts.
+    const sameId = { GRPC_PORT: String(await freePort()), LEASE_TTL_MS: '12000', LEASE_RENEW_INTERVAL_MS: '4000' };
+    const first = await pod(sameId);
+    const other = await pod();
+    const user = await first.connectUser('again', 'desk', 'u1');
+    await user.selectChat('k1');
+    const stay = await other.connectUser('again', 'desk', 'u2');
+    await stay.selectChat('k1');
+    first.child.kill('SIGKILL');
+    await first.exited;
+    const second = await pod(sameId);
+    assert.equal(second.podId, first.podId);
+    // The other pod keeps both routes alive: without the cleanup they would name the restarted pod for good.
+    assert.deepEqual(await redis.client.smembers('route:again:desk:chats'), [other.podId]);
+    assert.deepEqual(await redis.client.smembers('route:again:desk:messages:k1'), [other.podId]);
+    assert.equal(second.logLines((l) => String(l['msg']).startsWith('a heartbeat under this pod id was already in Redis')).length, 1);
+    stay.close();
+    // Its long renewal period would stretch later tests' recoveries.
+    await second.stop();
+  });
+
+  test('a chat left while the pod had lost Redis leaves its route once Redis is back, though another pod keeps the route alive', async () => {
+    const gate = await TcpGate.start(redis.port);
+    const leaving = await startGateway(clusterEnv(redis, { REDIS_URL: gate.redisUrl }), keys);
+    const staying = await pod();
+    try {
+      const user = await leaving.connectUser('gone', 'desk', 'u1');
+      await user.selectChat('k1');
+      const other = await staying.connectUser('gone', 'desk', 'u2');
+      await other.selectChat('k1');
+      const chatRoute = 'route:gone:desk:messages:k1';
+      await waitFor(async () => (await redis.client.scard(chatRoute)) === 2, 2000, 'both pods in the chat route');
+      gate.shut();
+      try {
+        // The pod's Redis connection is down: leaving k1 fails to take the pod out of its route.
+        await user.selectChat('k2');
+        await new Promise((resolve) => setTimeout(resolve, 300));
+      } finally {
+        gate.open();
+      }
+      await waitFor(async () => !(await redis.client.smembers(chatRoute)).includes(leaving.podId), 3000, 'the pod to leave the chat route');
+      assert.ok((await redis.client.smembers('route:gone:desk:messages:k2')).includes(leaving.podId), 'the chat selected meanwhile is in Redis');
+      user.close();
+      other.close();
+    } finally {
+      await leaving.stop();
+      await gate.stop();
+    }
+  });
+
+  test('a route whose write failed is written again for the next connection that needs it, not taken as written', async () => {
+    const gate = await TcpGate.start(redis.port);
+    const gateway = await startGateway(clusterEnv(redis, { REDIS_URL: gate.redisUrl }), keys);
+    const failedWrites = () => gateway.metric('switchboard_redis_op_duration_seconds_count{op="route_add",outcome="error"}');
+    try {
+      const first = await gateway.connectUser('redo', 'desk', 'u1');
+      const second = await gateway.connectUser('redo', 'desk', 'u2');
+      gate.shut();
+      try {
+        await first.selectChat('k9');
+        await waitFor(async () => (await failedWrites()) === 1, 2000, 'the first write of the route to fail');
+        await second.selectChat('k9');
+        await waitFor(async () => (await failedWrites()) === 2, 2000, 'the second connection to write the route again');
+      } finally {
+        gate.open();
+      }
+      first.close();
+      second.close();
+    } finally {
+      await gateway.stop();
+      await gate.stop();
+    }
   });
 
   test('Redis paused: not ready, new connections refused with 1013, old ones closed with 1012 at lease expiry; recovers after SIGCONT', async () => {
