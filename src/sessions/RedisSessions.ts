@@ -15,7 +15,7 @@ import {
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    sessionAcquire(key: string, podId: string, connectionId: string, leaseMs: number, limit: number, podPrefix: string, killPrefix: string): Result<string[], Context>;
+    sessionAcquire(key: string, podId: string, connectionId: string, leaseMs: number, limit: number, podPrefix: string, killPrefix: string, revokedPrefix: string): Result<string[], Context>;
     sessionRenew(keyCount: number, ...keysMembersLeaseLimit: Array<string | number>): Result<number[], Context>;
     sessionDisconnect(key: string, killPrefix: string, revokedPrefix: string, leaseMs: number): Result<number, Context>;
     sessionForget(key: string, memberSuffix: string): Result<number, Context>;
@@ -107,7 +107,7 @@ export class RedisSessions implements SessionStore {
     let reply: string[];
     try {
       reply = await this.redis.run('session_acquire', (r) =>
-        r.sessionAcquire(key, this.podId, holder.connectionId, this.lease.leaseMs, this.maxDevices, POD_PREFIX, KILL_PREFIX),
+        r.sessionAcquire(key, this.podId, holder.connectionId, this.lease.leaseMs, this.maxDevices, POD_PREFIX, KILL_PREFIX, REVOKED_PREFIX),
       );
     } catch (err) {
       this.#local.delete(holder.connectionId);
@@ -177,45 +177,53 @@ export class RedisSessions implements SessionStore {
     session.holder.revoke(reason === 'admin-disconnect' ? 'admin-disconnect' : 'replaced');
   }
 
-  /** Renews every lease this pod holds, re-asserting those Redis lost; failures leave the leases running on. */
+  /**
+   * Renews every lease this pod holds, re-asserting those Redis lost; failures leave the leases
+   * running on. One batch at a time: each command's timeout covers its own work, not the batches
+   * queued ahead of it, and a batch that fails costs only its own sessions their renewal.
+   */
   async renewAll(): Promise<void> {
     const sessions = [...this.#local.values()].filter((s) => s.member !== undefined);
-    if (sessions.length === 0) return;
-    const startedAtMs = Date.now();
-    const batches: LocalSession[][] = [];
-    for (let i = 0; i < sessions.length; i += RENEW_BATCH) batches.push(sessions.slice(i, i + RENEW_BATCH));
-    let replies: unknown[];
-    try {
-      replies = await this.redis.run('session_renew', (r) => {
-        const pipeline = r.pipeline();
-        for (const batch of batches) {
-          pipeline.sessionRenew(batch.length, ...batch.map((s) => s.key), ...batch.map((s) => s.member ?? ''), this.lease.leaseMs, this.maxDevices, REVOKED_PREFIX);
-        }
-        return execAll(pipeline);
-      });
-    } catch (err) {
-      this.log.warn({ err, sessions: sessions.length }, 'session renewal failed; leases run on');
-      return;
-    }
     let reasserted = 0;
-    batches.forEach((batch, b) => {
-      const statuses = replies[b];
-      if (!Array.isArray(statuses)) return;
-      batch.forEach((session, i) => {
-        const status: unknown = statuses[i];
-        if (status === 0) {
-          this.#lose(session, 'replaced');
-          return;
-        }
-        if (status === 3) {
-          this.#revokeMissedKill(session);
-          return;
-        }
-        if (status === 2) reasserted++;
-        if (status === 1 || status === 2) session.leaseUntilMs = startedAtMs + this.lease.leaseMs;
-      });
-    });
+    let failed = 0;
+    let firstError: unknown;
+    for (let i = 0; i < sessions.length; i += RENEW_BATCH) {
+      const batch = sessions.slice(i, i + RENEW_BATCH);
+      const sentAtMs = Date.now();
+      let statuses: unknown;
+      try {
+        statuses = await this.redis.run('session_renew', (r) =>
+          r.sessionRenew(batch.length, ...batch.map((s) => s.key), ...batch.map((s) => s.member ?? ''), this.lease.leaseMs, this.maxDevices, REVOKED_PREFIX),
+        );
+      } catch (err) {
+        failed += batch.length;
+        firstError ??= err;
+        continue;
+      }
+      reasserted += this.#applyRenewal(batch, statuses, sentAtMs);
+    }
+    if (failed > 0) this.log.warn({ err: firstError, sessions: failed }, 'session renewal failed; leases run on');
     if (reasserted > 0) this.log.info({ sessions: reasserted }, 're-asserted sessions Redis had lost');
+  }
+
+  /** Acts on renew.lua's status for each session of a batch; answers how many were re-asserted. */
+  #applyRenewal(batch: readonly LocalSession[], statuses: unknown, sentAtMs: number): number {
+    if (!Array.isArray(statuses)) return 0;
+    let reasserted = 0;
+    batch.forEach((session, i) => {
+      const status: unknown = statuses[i];
+      if (status === 0) {
+        this.#lose(session, 'replaced');
+        return;
+      }
+      if (status === 3) {
+        this.#revokeMissedKill(session);
+        return;
+      }
+      if (status === 2) reasserted++;
+      if (status === 1 || status === 2) session.leaseUntilMs = sentAtMs + this.lease.leaseMs;
+    });
+    return reasserted;
   }
 
   /** An admin disconnected this session, and the kill message never reached this pod. */

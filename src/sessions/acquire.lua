@@ -6,8 +6,11 @@
 -- ARGV[4]  how many live connections the identity may have (1 = exclusive)
 -- ARGV[5]  pod heartbeat key prefix ("pod:")
 -- ARGV[6]  kill channel prefix ("session_kill:")
+-- ARGV[7]  revocation marker prefix ("session_revoked:")
 -- Returns { member, evicted... }: the new member ("<acquired_at_ms>|<pod_id>|<connection_id>") and the
--- members it replaced, whose pods were told on their kill channel to close them with 4402.
+-- members it replaced, whose pods were told on their kill channel to close them with 4402. Each
+-- replaced member also leaves a marker for one lease: a pod that missed the kill message finds it
+-- at its next renewal, and closes the connection rather than re-asserting its lease.
 local key = KEYS[1]
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -35,6 +38,7 @@ if excess > 0 then
     if excess == 0 then break end
     if member ~= mine then
       redis.call('ZREM', key, member)
+      redis.call('SET', ARGV[7] .. member, 'replaced', 'PX', lease)
       local pod, connection = string.match(member, '^[^|]*|(.*)|([^|]*)$')
       redis.call('PUBLISH', ARGV[6] .. pod, connection .. ' replaced')
       result[#result + 1] = member

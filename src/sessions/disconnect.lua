@@ -10,7 +10,7 @@
 local members = redis.call('ZRANGE', KEYS[1], 0, -1)
 redis.call('DEL', KEYS[1])
 for _, member in ipairs(members) do
-  redis.call('SET', ARGV[2] .. member, '1', 'PX', ARGV[3])
+  redis.call('SET', ARGV[2] .. member, 'admin-disconnect', 'PX', ARGV[3])
   local pod, connection = string.match(member, '^[^|]*|(.*)|([^|]*)$')
   if pod ~= nil then
     redis.call('PUBLISH', ARGV[1] .. pod, connection .. ' admin-disconnect')

@@ -5,10 +5,11 @@
 -- ARGV[i]           the member acquire.lua returned for KEYS[i]
 -- ARGV[#KEYS + 1]   lease in ms
 -- ARGV[#KEYS + 2]   how many live connections an identity may have (1 = exclusive)
--- ARGV[#KEYS + 3]   revocation marker prefix ("session_revoked:", left by disconnect.lua)
+-- ARGV[#KEYS + 3]   revocation marker prefix ("session_revoked:", left by disconnect.lua with
+--                   "admin-disconnect" and by acquire.lua with "replaced")
 -- Returns, for each key in order: 1 renewed, 2 re-asserted (the member was gone but there is room,
--- e.g. after a restart or FLUSHALL), 0 lost (others hold every place: the caller must close it),
--- 3 revoked (an admin disconnected it: the caller must close it).
+-- e.g. after a restart or FLUSHALL), 0 lost (others hold every place, or a newer connection replaced
+-- it: the caller must close it), 3 revoked (an admin disconnected it: the caller must close it).
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local count = #KEYS
@@ -22,9 +23,10 @@ for i = 1, count do
   local status = 1
   if redis.call('ZSCORE', key, member) == false then
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-    if redis.call('EXISTS', revokedPrefix .. member) == 1 then
+    local revoked = redis.call('GET', revokedPrefix .. member)
+    if revoked == 'admin-disconnect' then
       status = 3
-    elseif redis.call('ZCARD', key) >= limit then
+    elseif revoked == 'replaced' or redis.call('ZCARD', key) >= limit then
       status = 0
     else
       status = 2

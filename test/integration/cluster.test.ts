@@ -109,6 +109,27 @@ describe('cluster on Redis', () => {
     }
   });
 
+  test('a replacement the holding pod did not hear, whose newer connection has already left, still closes the old one with 4402', async () => {
+    const gate = await TcpGate.start(redis.port);
+    const away = await startGateway(clusterEnv(redis, { REDIS_URL: gate.redisUrl, LEASE_TTL_MS: '6000' }), keys);
+    try {
+      const client = track(await away.connectUser('acme', 'support', 'ivo'));
+      gate.shut();
+      const newer = await a().connectUser('acme', 'support', 'ivo');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.ok(client.isOpen, 'the kill message went unheard');
+      newer.close();
+      await waitFor(async () => (await redis.client.zcard('session:acme:support:ivo')) === 0, 2000, 'the newer connection to release its lease');
+      gate.open();
+      // The place is free again: without the replacement's marker the renewal would re-assert the old lease.
+      assert.equal((await client.closeInfo(5000)).code, 4402, 'closed as replaced');
+      assert.equal(await redis.client.zcard('session:acme:support:ivo'), 0, 'the renewal did not bring the session back');
+    } finally {
+      await away.stop();
+      await gate.stop();
+    }
+  });
+
   test('a handshake Redis answers only after SIGTERM is refused with 1013 instead of joining a drain that has started', async () => {
     // 60 connections closed over 3 s keep the drain going while Redis answers the late handshake.
     const pod = await startGateway(clusterEnv(redis, { REDIS_COMMAND_TIMEOUT_MS: '5000', DRAIN_WINDOW_MS: '3000', SHUTDOWN_TIMEOUT_MS: '8000' }), keys);
