@@ -161,11 +161,14 @@ describe('cluster on Redis', () => {
 
   test('Redis refusing writes (out of memory): a renewal counts as failed, not as done', async () => {
     track(await a().connectUser('acme', 'support', 'oom'));
-    const failures = () => a().metric('switchboard_redis_op_duration_seconds_count{op="session_renew",outcome="error"}');
-    const before = await failures();
+    const renewals = (outcome: string) => a().metric(`switchboard_redis_op_duration_seconds_count{op="session_renew",outcome="${outcome}"}`);
+    const before = await renewals('error');
     await redis.client.config('SET', 'maxmemory', '1');
     try {
-      await waitFor(async () => (await failures()) > before, RENEW_MS * 3, 'a renewal Redis refused, counted as an error');
+      await waitFor(async () => (await renewals('error')) > before, RENEW_MS * 3, 'a renewal Redis refused, counted as an error');
+      const [failed, done] = [await renewals('error'), await renewals('ok')];
+      await waitFor(async () => (await renewals('error')) > failed, RENEW_MS * 3, 'the next renewal, refused too');
+      assert.equal(await renewals('ok'), done, 'no refused renewal counted as done');
     } finally {
       await redis.client.config('SET', 'maxmemory', '0');
     }

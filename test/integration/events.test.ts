@@ -99,8 +99,6 @@ describe('events across pods', () => {
       early.close();
       late.close();
     }
-    const copied = await Promise.all(pods.map((pod) => pod.metric('switchboard_route_copy_misses_total')));
-    assert.ok(copied.every((n) => Number.isFinite(n)), 'pods report how often a remembered route turned out stale');
   });
 
   test('thread events reach only the connection that selected the chat, on any pod', async () => {
@@ -294,15 +292,20 @@ describe('events under pod faults', () => {
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
     })();
-    await waitFor(() => seqs(first).length >= 10, 5000, 'events before the crash');
-    const killedAt = seq;
-    doomed.child.kill('SIGKILL');
-    await first.closeInfo();
-    const second = await survivor.connectUser('gap', 'desk', 'u1');
-    await second.selectChat('k');
-    await new Promise((resolve) => setTimeout(resolve, 1500));
-    publishing = false;
-    await publisher;
+    let killedAt: number;
+    let second: TestClient;
+    try {
+      await waitFor(() => seqs(first).length >= 10, 5000, 'events before the crash');
+      killedAt = seq;
+      doomed.child.kill('SIGKILL');
+      await first.closeInfo();
+      second = await survivor.connectUser('gap', 'desk', 'u1');
+      await second.selectChat('k');
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+    } finally {
+      publishing = false;
+      await publisher;
+    }
     const last = seq;
     const expected = Array.from({ length: last - killedAt }, (_, i) => killedAt + i);
     await waitFor(() => expected.every((n) => seqs(second).includes(n)), 45_000, 'every event from the crash on');
@@ -564,7 +567,10 @@ describe('a consuming pod stopping', () => {
     try {
       const startedAt = Date.now();
       const [code, closed] = await Promise.all([pod.stop(), client.closeInfo(8000)]);
-      assert.equal(code, 0, `exited after ${Date.now() - startedAt} ms`);
+      const tookMs = Date.now() - startedAt;
+      assert.equal(code, 0, `exited after ${tookMs} ms`);
+      // The product's own deadline (SHUTDOWN_TIMEOUT_MS), not a performance figure.
+      assert.ok(tookMs < 8000, `exited within the shutdown timeout (took ${tookMs} ms)`);
       assert.equal(closed.code, 1001);
     } finally {
       servers.nats.resume();

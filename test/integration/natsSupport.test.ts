@@ -38,10 +38,11 @@ describe('test support: nats-server', () => {
     await jsm.streams.add({ name, subjects: [subject] });
     const js = nc.jetstream();
     for (let i = 0; i < 5; i++) await js.publish(subject.replace('>', String(i)), '{}');
-    const urlBefore = nats.url;
+    const [urlBefore, pidBefore] = [nats.url, nats.pid];
 
     await nats.restart();
 
+    assert.notEqual(nats.pid, pidBefore, 'a new nats-server process');
     assert.equal(nats.url, urlBefore);
     // The support client reconnects by itself; a JetStream request proves it is back.
     const info = await (await (await nats.client()).jetstreamManager()).streams.info(name);

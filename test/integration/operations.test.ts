@@ -43,7 +43,7 @@ describe('SIGHUP reload', () => {
       const client = await gw.connectUser('hup', 'desk', 'u1');
       const burst = async (n: number) => {
         for (let i = 0; i < n; i++) client.send(JSON.stringify({ type: 'select_chat', chat_id: `c${i % 2}` }));
-        await new Promise((resolve) => setTimeout(resolve, 300));
+        await client.roundTrip();
       };
       await burst(8);
       assert.ok(client.raw.some((frame) => frame.includes('RateLimitExceeded')), 'the old limit applies');

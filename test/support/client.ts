@@ -112,6 +112,14 @@ export class TestClient {
     if ((frame.payload as { code?: string }).code !== 'BadRequest') throw new Error(`select_chat failed: ${JSON.stringify(frame)}`);
   }
 
+  /** Resolves once the server has handled every frame sent before: it answers a ping after them. */
+  async roundTrip(): Promise<void> {
+    await new Promise<void>((resolve) => {
+      this.ws.once('pong', () => resolve());
+      this.ws.ping();
+    });
+  }
+
   send(data: string | Buffer, binary = false): void {
     this.ws.send(data, { binary });
   }

@@ -190,11 +190,17 @@ export async function startGateway(
   void gateway.exited.then((code) => {
     exitCode = code;
   });
-  await waitFor(
-    () => exitCode !== undefined || gateway.logLines((l) => l['msg'] === 'gateway ready').length > 0,
-    10_000,
-    'the gateway to log "gateway ready"',
-  );
+  try {
+    await waitFor(
+      () => exitCode !== undefined || gateway.logLines((l) => l['msg'] === 'gateway ready').length > 0,
+      10_000,
+      'the gateway to log "gateway ready"',
+    );
+  } catch (err) {
+    // A gateway that never got ready is not handed to the test, so nothing else would stop it.
+    child.kill('SIGKILL');
+    throw err;
+  }
   if (exitCode !== undefined) throw new Error(`gateway exited with ${exitCode}: ${gateway.stderr.join('')}`);
   const ready = gateway.logLines((l) => l['msg'] === 'gateway ready')[0] ?? {};
   gateway.publicPort = Number(ready['port']);

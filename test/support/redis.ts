@@ -20,7 +20,13 @@ export class RedisServer {
       throw new Error('redis-server not found: apt-get install redis-server (see .ci/run)');
     }
     const server = new RedisServer(await freePort());
-    await server.#launch();
+    try {
+      await server.#launch();
+    } catch (err) {
+      // A half-started server (its process, its temp dir) is not handed to the test: clean it up here.
+      await server.stop();
+      throw err;
+    }
     return server;
   }
 
