@@ -97,7 +97,7 @@ export class Dispatch {
     }
     // Delivered from the pod's copy of the owners at once; confirmed (or completed) before the ack.
     // The confirm starts first, so it hears the route changes made before the event arrived (and
-    // within a Redis round trip), not those made while the pushes to peers were answered.
+    // within its few milliseconds of gathering), not those made while the pushes to peers were answered.
     const confirmed = remembered.confirm();
     const first = await this.#deliverTo(event, remembered.owners, served);
     if (await confirmed) return this.#settle(event, first, 0);
