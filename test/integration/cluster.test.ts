@@ -399,6 +399,19 @@ describe('cluster faults', () => {
     await second.stop();
   });
 
+  test('a pod with a shorter lease (a rollout changing LEASE_TTL_MS) does not cut short the lease of a route another pod holds', async () => {
+    const longLease = await pod({ LEASE_TTL_MS: '12000', LEASE_RENEW_INTERVAL_MS: '4000' });
+    const shortLease = await pod();
+    const first = await longLease.connectUser('mixed', 'desk', 'u1');
+    const second = await shortLease.connectUser('mixed', 'desk', 'u2');
+    const ttl = await redis.client.pttl('route:mixed:desk:chats');
+    assert.ok(ttl > LEASE_MS, `the route keeps the longer lease (PTTL ${ttl} ms)`);
+    first.close();
+    second.close();
+    // Its long renewal period would stretch later tests' recoveries.
+    await longLease.stop();
+  });
+
   test('a chat left while the pod had lost Redis leaves its route once Redis is back, though another pod keeps the route alive', async () => {
     const gate = await TcpGate.start(redis.port);
     const leaving = await startGateway(clusterEnv(redis, { REDIS_URL: gate.redisUrl }), keys);
