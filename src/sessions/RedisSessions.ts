@@ -130,7 +130,9 @@ export class RedisSessions implements SessionStore {
 
   async list(): Promise<readonly SessionInfo[]> {
     const keys = await this.redis.run('session_scan', (r) => scanAll(r, `${KEY_PREFIX}*`));
-    const now = Date.now();
+    // Lease expiries are on the Redis clock (the scripts read TIME), so compare them with that clock.
+    const [seconds, micros] = await this.redis.run('session_time', (r) => r.time());
+    const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
     const sessions: SessionInfo[] = [];
     for (let i = 0; i < keys.length; i += SCAN_BATCH) {
       const batch = keys.slice(i, i + SCAN_BATCH);
