@@ -441,6 +441,13 @@ describe('helm chart', () => {
     assert.deepEqual(find<HpaSpec>(cpuOnly, 'HorizontalPodAutoscaler').spec.metrics.map((m) => m.type), ['Resource']);
   });
 
+  test('PodDisruptionBudget: unhealthyPodEvictionPolicy only when set, so an outage that makes every pod unready need not block drains', async () => {
+    const pdb = (manifests: Manifest[]) => find<{ unhealthyPodEvictionPolicy?: string }>(manifests, 'PodDisruptionBudget').spec;
+    assert.equal(pdb(await render()).unhealthyPodEvictionPolicy, undefined);
+    assert.equal(pdb(await render({ podDisruptionBudget: { unhealthyPodEvictionPolicy: 'AlwaysAllow' } })).unhealthyPodEvictionPolicy, 'AlwaysAllow');
+    assert.match(await renderError({ podDisruptionBudget: { unhealthyPodEvictionPolicy: 'Sometimes' } }), /unhealthyPodEvictionPolicy/);
+  });
+
   test('PodDisruptionBudget: maxUnavailable 1 by default, minAvailable when set, selecting the gateway pods', async () => {
     const byDefault = find<{ maxUnavailable?: number; minAvailable?: string; selector: LabelSelector }>(
       await render(),
