@@ -486,7 +486,12 @@ describe('helm chart', () => {
     const bundled = readFileSync(join(CHART, 'files', 'alerts.yml'), 'utf8');
     assert.equal(bundled, deployed, 'helm/switchboard/files/alerts.yml must be a copy of deploy/prometheus/alerts.yml');
     const rule = find<{ groups: unknown }>(await render(ciValues('production')), 'PrometheusRule');
-    assert.deepEqual(rule.spec.groups, (parse(deployed) as { groups: unknown }).groups);
+    // Only the selectors of the gateway's job and pods change, to this release's names.
+    const forRelease = (job: string, fullname: string) =>
+      (parse(deployed.replace('job="switchboard"', `job="${job}"`).replace('pod=~".*switchboard.*"', `pod=~"${fullname}-.*"`)) as { groups: unknown }).groups;
+    assert.deepEqual(rule.spec.groups, forRelease('switchboard', FULLNAME));
+    const renamed = await render(ciValues('production'), { nameOverride: 'gateway', fullnameOverride: 'edge' });
+    assert.deepEqual(find<{ groups: unknown }>(renamed, 'PrometheusRule', 'edge').spec.groups, forRelease('gateway', 'edge'));
   });
 
   test('Ingress: networking.k8s.io/v1 with ingress-nginx WebSocket timeouts and TLS, to the public Service', async () => {
