@@ -287,6 +287,8 @@ describe('helm chart', () => {
     assert.equal(config.ADMIN_PORT, '9090');
     assert.equal(config.GRPC_PORT, '50051');
     assert.equal(config.NODE_ENV, 'production');
+    assert.equal(config.HOST, '0.0.0.0');
+    assert.equal(find(await render({ listenAddress: '::' }), 'ConfigMap').data?.ADMIN_HOST, '::', 'IPv6 clusters listen on ::');
     for (const key of KEY_NAMES) assert.equal(config[key], undefined, `${key} must not be in the ConfigMap`);
   });
 
