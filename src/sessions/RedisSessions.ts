@@ -190,7 +190,9 @@ export class RedisSessions implements SessionStore {
     let failed = 0;
     let firstError: unknown;
     for (let i = 0; i < sessions.length; i += RENEW_BATCH) {
-      const batch = sessions.slice(i, i + RENEW_BATCH);
+      // Sessions released while earlier batches were out are left alone: renewing one would re-assert it.
+      const batch = sessions.slice(i, i + RENEW_BATCH).filter((s) => this.#local.get(s.holder.connectionId) === s);
+      if (batch.length === 0) continue;
       const sentAtMs = Date.now();
       let statuses: unknown;
       try {
