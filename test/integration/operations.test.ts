@@ -112,35 +112,42 @@ describe('drain', () => {
       const keys = randomKeys();
       const env = { REDIS_URL: redis.url, NATS_URL: nats.url, DRAIN_WINDOW_MS: '2000', NATS_ACK_WAIT_MS: '2000', NATS_NAK_DELAY_MS: '200' };
       const [draining, staying] = await Promise.all([startGateway(env, keys), startGateway(env, keys)]);
-      const leaving = await connectMany(draining, 'flow', 'desk', 2000);
-      const watcher = await staying.connectUser('flow', 'desk', 'watcher');
       const nc = await nats.client();
       let seq = 0;
-      let publishing = true;
-      const publisher = (async () => {
-        while (publishing) {
-          const h = natsHeaders();
-          await nc.jetstream().publish('websocket.flow.desk.chats', JSON.stringify({ seq: seq++ }), { headers: h });
-          await new Promise((resolve) => setTimeout(resolve, 5));
-        }
-      })();
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      const signalledAt = Date.now();
-      draining.child.kill('SIGTERM');
-      const closes = await Promise.all(leaving.map(async (client) => ({ code: (await client.closeInfo(10_000)).code, afterMs: Date.now() - signalledAt })));
-      assert.ok(closes.every((close) => close.code === 1001), 'every client got 1001');
-      // The window, plus the events in flight finishing first and a busy machine's slack.
-      const last = Math.max(...closes.map((close) => close.afterMs));
-      assert.ok(last < 2000 + 2000, `the last close came ${last} ms after SIGTERM`);
-      assert.equal(await draining.exited, 0);
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      publishing = false;
-      await publisher;
-      const total = seq;
-      const received = () => new Set(watcher.raw.map((text) => (JSON.parse(text) as { payload?: { seq?: number } }).payload?.seq).filter((n) => n !== undefined));
-      await waitFor(() => received().size === total, 15_000, `all ${total} events on the pod that stays`);
-      watcher.close();
-      await staying.stop();
+      let publishing = false;
+      let publisher: Promise<void> = Promise.resolve();
+      try {
+        const leaving = await connectMany(draining, 'flow', 'desk', 2000);
+        const watcher = await staying.connectUser('flow', 'desk', 'watcher');
+        publishing = true;
+        publisher = (async () => {
+          while (publishing) {
+            const h = natsHeaders();
+            await nc.jetstream().publish('websocket.flow.desk.chats', JSON.stringify({ seq: seq++ }), { headers: h });
+            await new Promise((resolve) => setTimeout(resolve, 5));
+          }
+        })();
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        const signalledAt = Date.now();
+        draining.child.kill('SIGTERM');
+        const closes = await Promise.all(leaving.map(async (client) => ({ code: (await client.closeInfo(10_000)).code, afterMs: Date.now() - signalledAt })));
+        assert.ok(closes.every((close) => close.code === 1001), 'every client got 1001');
+        // The window, plus the events in flight finishing first and a busy machine's slack.
+        const last = Math.max(...closes.map((close) => close.afterMs));
+        assert.ok(last < 2000 + 2000, `the last close came ${last} ms after SIGTERM`);
+        assert.equal(await draining.exited, 0);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        publishing = false;
+        await publisher;
+        const total = seq;
+        const received = () => new Set(watcher.raw.map((text) => (JSON.parse(text) as { payload?: { seq?: number } }).payload?.seq).filter((n) => n !== undefined));
+        await waitFor(() => received().size === total, 15_000, `all ${total} events on the pod that stays`);
+        watcher.close();
+      } finally {
+        publishing = false;
+        await publisher.catch(() => undefined);
+        await Promise.all([draining.stop(), staying.stop()]);
+      }
     });
   });
 });
