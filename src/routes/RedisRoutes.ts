@@ -23,8 +23,8 @@ const MAX_CHANGES_TRACKED = 10_000;
 const MAX_COPIES = 50_000;
 /** After a route write failed, held routes are written again this soon rather than at the next renewal. */
 const RETRY_MS = 500;
-/** Route removals sent in one pipeline when forgetting a previous process's routes. */
-const FORGET_BATCH = 1000;
+/** Route removals sent in one pipeline (at shutdown, or forgetting a previous process's routes). */
+const REMOVE_BATCH = 1000;
 /**
  * A confirm waits this long for others to share its PING. Events are delivered before they are
  * confirmed, so this delays only their acks (and the rare second delivery to an owner a copy
@@ -169,9 +169,14 @@ export class RedisRoutes implements RouteRegistry {
    */
   async forgetPredecessor(): Promise<number> {
     const keys = await this.redis.run('route_scan', (r) => scanAll(r, `${KEY_PREFIX}*`));
+    return this.#removeFrom(keys);
+  }
+
+  /** Takes this pod out of each route in `keys`, a pipeline per REMOVE_BATCH; answers how many named it. */
+  async #removeFrom(keys: readonly string[]): Promise<number> {
     let removed = 0;
-    for (let i = 0; i < keys.length; i += FORGET_BATCH) {
-      const batch = keys.slice(i, i + FORGET_BATCH);
+    for (let i = 0; i < keys.length; i += REMOVE_BATCH) {
+      const batch = keys.slice(i, i + REMOVE_BATCH);
       const results = await this.redis.run('route_remove', (r) => {
         const pipeline = r.pipeline();
         for (const key of batch) pipeline.routeRemove(key, this.podId, ROUTE_CHANGES_CHANNEL);
@@ -225,12 +230,7 @@ export class RedisRoutes implements RouteRegistry {
     this.#held.clear();
     this.#unreleased.clear();
     this.metrics.routesHeld.set(0);
-    if (keys.length === 0) return;
-    await this.redis.run('route_remove', (r) => {
-      const pipeline = r.pipeline();
-      for (const key of keys) pipeline.routeRemove(key, this.podId, ROUTE_CHANGES_CHANNEL);
-      return execAll(pipeline);
-    });
+    await this.#removeFrom(keys);
   }
 
   /** Subscribes (again); copies are kept only from lookups sent after Redis confirmed it. */

@@ -52,6 +52,34 @@ async function publish(nc: NatsConnection, subject: string, payload: Record<stri
   await nc.jetstream().publish(subject, JSON.stringify(payload), { headers: h });
 }
 
+/** Publishes `{ seq }` events 0, 1, 2… to `subject` until stopped, `pauseMs` apart. */
+class SteadyPublisher {
+  #published = 0;
+  #running = true;
+  readonly #loop: Promise<void>;
+
+  constructor(nc: NatsConnection, subject: string, pauseMs: number) {
+    this.#loop = (async () => {
+      while (this.#running) {
+        await publish(nc, subject, { seq: this.#published++ });
+        if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
+      }
+    })();
+  }
+
+  /** Events published so far. */
+  get published(): number {
+    return this.#published;
+  }
+
+  /** Stops publishing; resolves with how many events were published. Safe to call twice. */
+  async stop(): Promise<number> {
+    this.#running = false;
+    await this.#loop;
+    return this.#published;
+  }
+}
+
 describe('events across pods', () => {
   let redis: RedisServer;
   let nats: NatsServer;
@@ -284,29 +312,21 @@ describe('events under pod faults', () => {
     const [survivor, doomed] = [await pod(), await pod()];
     const first = await doomed.connectUser('gap', 'desk', 'u1');
     await first.selectChat('k');
-    let seq = 0;
-    let publishing = true;
-    const publisher = (async () => {
-      while (publishing) {
-        await publish(nc, 'websocket.gap.desk.messages.k', { seq: seq++ });
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
-    })();
+    const publisher = new SteadyPublisher(nc, 'websocket.gap.desk.messages.k', 20);
     let killedAt: number;
     let second: TestClient;
     try {
       await waitFor(() => seqs(first).length >= 10, 5000, 'events before the crash');
-      killedAt = seq;
+      killedAt = publisher.published;
       doomed.child.kill('SIGKILL');
       await first.closeInfo();
       second = await survivor.connectUser('gap', 'desk', 'u1');
       await second.selectChat('k');
       await new Promise((resolve) => setTimeout(resolve, 1500));
     } finally {
-      publishing = false;
-      await publisher;
+      await publisher.stop();
     }
-    const last = seq;
+    const last = publisher.published;
     const expected = Array.from({ length: last - killedAt }, (_, i) => killedAt + i);
     await waitFor(() => expected.every((n) => seqs(second).includes(n)), 45_000, 'every event from the crash on');
     second.close();
@@ -396,14 +416,7 @@ describe('events under pod faults', () => {
     const consumer = await pod(lease);
     const owner = await pod({ ...lease, REDIS_URL: gate.redisUrl }, false);
     const [local, remote] = [await consumer.connectUser('late', 'desk', 'u1'), await owner.connectUser('late', 'desk', 'u2')];
-    let published = 0;
-    let publishing = true;
-    const publisher = (async () => {
-      while (publishing) {
-        await publish(nc, 'websocket.late.desk.chats', { seq: published++ });
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-    })();
+    const publisher = new SteadyPublisher(nc, 'websocket.late.desk.chats', 50);
     try {
       await waitFor(() => seqs(remote).length >= 5, 5000, 'events before the restart');
       gate.shut();
@@ -421,8 +434,7 @@ describe('events under pod faults', () => {
         "the late pod's route back, and the recovery running a whole window from its return",
       );
       await new Promise((resolve) => setTimeout(resolve, 1000));
-      publishing = false;
-      await publisher;
+      const published = await publisher.stop();
       const all = Array.from({ length: published }, (_, i) => i);
       await waitFor(() => new Set(seqs(local)).size === published && new Set(seqs(remote)).size === published, 15_000, 'every event on both pods');
       await everyEventAcked(nc, 'after the recovery');
@@ -430,8 +442,7 @@ describe('events under pod faults', () => {
       assert.deepEqual(sortedSeqs(remote), all, "the late pod's client got each event once");
       assert.equal(await consumer.metric('switchboard_events_fanned_out_total{outcome="dropped"}'), 0, 'no event was dropped for want of an owner');
     } finally {
-      publishing = false;
-      await publisher;
+      await publisher.stop();
       local.close();
       remote.close();
       await Promise.all([consumer.stop(), owner.stop()]);
@@ -500,19 +511,14 @@ function grpcFrame(message: Buffer): Buffer {
  * were published.
  */
 async function publishUntilStopped(nc: NatsConnection, subject: string, client: TestClient, stop: () => Promise<unknown>): Promise<number> {
-  let publishing = true;
-  let published = 0;
-  const publisher = (async () => {
-    while (publishing) await publish(nc, subject, { seq: published++ });
-  })();
+  const publisher = new SteadyPublisher(nc, subject, 0);
   try {
     await waitFor(() => seqs(client).length >= 200, 10_000, 'events flowing to the client');
     await stop();
   } finally {
-    publishing = false;
-    await publisher;
+    await publisher.stop();
   }
-  return published;
+  return publisher.published;
 }
 
 /** A Redis and a NATS of the enclosing describe's own: started before its tests, stopped after them. */
