@@ -1,7 +1,6 @@
 import * as uWS from 'uWebSockets.js';
 import type { HttpResponse, TemplatedApp, us_listen_socket, us_socket_context_t, WebSocket } from 'uWebSockets.js';
 import type { Authenticator } from '../auth/Authenticator.js';
-import type { VerifiedToken } from '../auth/TokenCache.js';
 import { CloseCode, ERRORS, GatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redactUrl } from '../log.js';
@@ -172,16 +171,15 @@ export class Acceptor {
     res.onAborted(() => {
       aborted = true;
     });
-    let checked: GatewayError | VerifiedToken;
+    let refusal: GatewayError | undefined;
     try {
-      checked = await this.#admission.precheckCached(request, Date.now());
+      refusal = await this.#admission.precheckCached(request, Date.now());
     } catch (err) {
       this.deps.log.error({ err, url: redactUrl(request.url) }, 'handshake failed unexpectedly');
-      checked = new GatewayError('InternalServerError', 'internal error');
+      refusal = new GatewayError('InternalServerError', 'internal error');
     }
     if (aborted) return;
-    const outcome = checked;
-    res.cork(() => (outcome instanceof GatewayError ? this.#refuseUpgrade(res, request, outcome) : this.#upgrade(res, { ...request, verified: outcome }, context)));
+    res.cork(() => (refusal === undefined ? this.#upgrade(res, request, context) : this.#refuseUpgrade(res, request, refusal)));
   }
 
   #upgrade(res: HttpResponse, request: HandshakeRequest, context: us_socket_context_t): void {

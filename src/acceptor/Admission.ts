@@ -37,9 +37,10 @@ export class Admission {
     return result instanceof GatewayError ? result : undefined;
   }
 
-  /** The credentials checked through the token cache, for a precheck that asked for it: the refusal, or the token to admit with. */
-  async precheckCached(request: HandshakeRequest, nowMs: number): Promise<GatewayError | VerifiedToken> {
-    return this.#checkAuth(request, await this.authenticator.authenticate(request.kind, request.apiKey, request.token, nowMs));
+  /** The credentials checked through the token cache, for a precheck that asked for it. */
+  async precheckCached(request: HandshakeRequest, nowMs: number): Promise<GatewayError | undefined> {
+    const result = this.#checkAuth(request, await this.authenticator.authenticate(request.kind, request.apiKey, request.token, nowMs));
+    return result instanceof GatewayError ? result : undefined;
   }
 
   /**
@@ -49,8 +50,7 @@ export class Admission {
   async admit(request: HandshakeRequest, nowMs: number): Promise<Admitted> {
     const badPath = this.#checkPath(request);
     if (badPath !== undefined) return { rejection: badPath };
-    // Checked through the token cache before the upgrade already: not read a second time.
-    const auth = request.verified ?? this.#checkAuth(request, await this.authenticator.authenticate(request.kind, request.apiKey, request.token, nowMs));
+    const auth = this.#checkAuth(request, await this.authenticator.authenticate(request.kind, request.apiKey, request.token, nowMs));
     if (auth instanceof GatewayError) return { rejection: auth };
     const connection = new Connection(
       randomUUID(),

@@ -1,5 +1,4 @@
 import type { HttpRequest } from 'uWebSockets.js';
-import type { VerifiedToken } from '../auth/TokenCache.js';
 
 /** Everything the upgrade needs from the request, copied out before any await (uWS frees `req` on return). */
 export interface HandshakeRequest {
@@ -15,8 +14,6 @@ export interface HandshakeRequest {
   readonly secWebSocketExtensions: string;
   /** Path and query, for logs only: always pass it through redactUrl. */
   readonly url: string;
-  /** The credentials, when the token cache already vouched for them before the upgrade. */
-  readonly verified?: VerifiedToken;
 }
 
 /** The one sub-protocol we speak; echoed when the client offers it. */
