@@ -14,6 +14,8 @@ export interface RedisOptions {
 }
 
 const HEALTH_PROBE_MS = 1000;
+/** Reconnect attempts back off up to this: a pod is back within about this long of Redis. */
+export const RECONNECT_MAX_DELAY_MS = 1000;
 const CONNECT_TIMEOUT_MS = 10_000;
 
 /**
@@ -36,7 +38,7 @@ export class RedisConnection {
       ...(options.tlsCaFile === '' ? {} : { tls: { ca: readFileSync(options.tlsCaFile) } }),
       lazyConnect: true,
       commandTimeout: options.commandTimeoutMs,
-      retryStrategy: (attempt: number) => Math.min(attempt * 100, 1000),
+      retryStrategy: (attempt: number) => Math.min(attempt * 100, RECONNECT_MAX_DELAY_MS),
     };
     // No offline queue: while Redis is away, commands fail at once and callers answer "try again later".
     this.commands = new Redis(options.url, { ...common, enableOfflineQueue: false, maxRetriesPerRequest: 0 });

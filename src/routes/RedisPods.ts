@@ -1,6 +1,6 @@
 import type { Logger } from '../log.js';
 import type { RedisConnection } from '../redis/RedisConnection.js';
-import { scanAll } from '../redis/RedisConnection.js';
+import { RECONNECT_MAX_DELAY_MS, scanAll } from '../redis/RedisConnection.js';
 import type { LeaseOptions } from '../sessions/RedisSessions.js';
 import type { PodDirectory, PodInfo } from './PodDirectory.js';
 
@@ -12,6 +12,12 @@ export const POD_PREFIX = 'pod:';
  * their heartbeats and routes, so route lookups may miss owners (see owners.lua).
  */
 export const RECOVERING_KEY = 'cluster:recovering';
+/**
+ * A pod that was connected to a Redis that restarted is back, and has marked the recovery, within
+ * this long of Redis's start: its next reconnect attempt, plus a margin for the connect, the
+ * heartbeat that finds the loss and a busy event loop.
+ */
+const RECONNECT_GAP_MS = RECONNECT_MAX_DELAY_MS + 2000;
 /** The margin covers the heartbeat's and the re-assertion's own round trips. */
 const RECOVERY_MARGIN_MS = 1000;
 
@@ -50,6 +56,7 @@ export class RedisPods implements PodDirectory {
 
   /** Writes the first heartbeat (before any session or route names this pod) and keeps beating. */
   async start(): Promise<void> {
+    await this.#waitOutReconnectGap();
     await this.#beat();
     this.#timer = setInterval(this.#beatLogged, this.lease.renewIntervalMs);
     this.#timer.unref();
@@ -86,6 +93,23 @@ export class RedisPods implements PodDirectory {
     if (previous === null && this.#beating) await this.#recover();
     if (previous !== null && !this.#beating) await this.#replacePredecessor(previous);
     this.#beating = true;
+  }
+
+  /**
+   * When Redis started moments ago it may have restarted empty under a live cluster whose pods have
+   * not reconnected yet. Until they do, their routes are missing and nothing says so (they mark the
+   * recovery when they are back), so an event this pod handled now would miss their connections.
+   * A pod starting in that gap waits it out; on a new cluster that is a few seconds of start-up,
+   * and a pod starting next to a Redis that has been up for longer never waits.
+   */
+  async #waitOutReconnectGap(): Promise<void> {
+    const server = await this.redis.run('server_info', (r) => r.info('server'));
+    const uptimeSeconds = Number(/^uptime_in_seconds:(\d+)/m.exec(server)?.[1]);
+    // Whole seconds, rounded down: the wait may run up to a second longer than the gap.
+    const waitMs = Number.isFinite(uptimeSeconds) ? RECONNECT_GAP_MS - uptimeSeconds * 1000 : 0;
+    if (waitMs <= 0) return;
+    this.log.info({ redis_uptime_s: uptimeSeconds, wait_ms: waitMs }, 'Redis started moments ago: waiting for pods that may be reconnecting to it before handling events');
+    await new Promise((resolve) => setTimeout(resolve, waitMs));
   }
 
   /**

@@ -449,6 +449,35 @@ describe('events under pod faults', () => {
       await gate.stop();
     }
   });
+
+  test('a pod started after Redis restarted empty, before the other pods reconnected: its events wait for their routes instead of missing them', async () => {
+    const gate = await TcpGate.start(redis.port);
+    const owner = await pod({ REDIS_URL: gate.redisUrl }, false);
+    const remote = await owner.connectUser('gap', 'desk', 'u1');
+    let consumer: TestGateway | undefined;
+    try {
+      // The owner is cut off from Redis as it restarts, and reconnects a second later: until then,
+      // nothing in Redis says a cluster lived there a moment ago.
+      gate.shut();
+      await redis.restart();
+      const restartedAt = Date.now();
+      const all = Array.from({ length: 10 }, (_, i) => i);
+      // In the stream before the new pod starts (the stream is the pods' own, made here if no pod has yet).
+      await (await nc.jetstreamManager()).streams.add({ name: 'wa_stream', subjects: ['websocket.>'] });
+      for (const seq of all) await publish(nc, 'websocket.gap.desk.chats', { seq });
+      const reconnecting = new Promise((resolve) => setTimeout(resolve, 1000 - (Date.now() - restartedAt))).then(() => gate.open());
+      consumer = await pod();
+      await reconnecting;
+      await waitFor(() => new Set(seqs(remote)).size === all.length, 10_000, 'every event on the owner once it is back');
+      await everyEventAcked(nc, 'after the recovery');
+      assert.deepEqual(sortedSeqs(remote), all, "the owner's client got each event once");
+      assert.equal(await consumer.metric('switchboard_events_fanned_out_total{outcome="dropped"}'), 0, 'no event was dropped for want of an owner');
+    } finally {
+      remote.close();
+      await Promise.all([consumer?.stop(), owner.stop()]);
+      await gate.stop();
+    }
+  });
 });
 
 /** Waits until the shared consumer has nothing left to deliver and no delivery awaiting its ack. */
