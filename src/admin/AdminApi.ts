@@ -5,7 +5,7 @@ import type { Authenticator } from '../auth/Authenticator.js';
 import type { TokenCodec, TokenKind } from '../auth/tokenCodec.js';
 import { checkEvent } from '../dispatch/Dispatch.js';
 import { ERRORS, GatewayError, type ErrorCode } from '../errors.js';
-import type { EventSource } from '../ingest/EventSource.js';
+import { REQUEST_ID_HEADER, type EventSource } from '../ingest/EventSource.js';
 import type { Logger } from '../log.js';
 import type { PodDirectory } from '../routes/PodDirectory.js';
 import { identityKey, type SessionStore } from '../sessions/SessionStore.js';
@@ -60,12 +60,17 @@ export class AdminApi {
     this.#server = createServer((req, res) => {
       this.#route(req, res).catch((err: unknown) => {
         if (res.headersSent) return;
+        // The client went away mid-request (or the request timed out): nobody is left to answer.
+        if (req.destroyed) {
+          this.deps.log.debug({ err, path: pathOf(req) }, 'admin request abandoned by its client');
+          return;
+        }
         // Expected failures (NATS or Redis unreachable) carry their own code; anything else is a bug.
         if (err instanceof GatewayError) {
           sendJson(res, ERRORS[err.code].http, err.toPayload());
           return;
         }
-        this.deps.log.error({ err, path: req.url?.split('?')[0] }, 'admin request failed');
+        this.deps.log.error({ err, path: pathOf(req) }, 'admin request failed');
         sendError(res, 'InternalServerError', 'internal error');
       });
     });
@@ -94,7 +99,7 @@ export class AdminApi {
   }
 
   async #route(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = new URL(req.url ?? '/', 'http://admin').pathname;
+    const path = pathOf(req);
     const endpoint = this.#endpoints.get(path);
     if (endpoint === undefined) {
       sendJson(res, 404, { code: 'NotFound', message: `no endpoint ${path}; see the README for the admin API` });
@@ -142,7 +147,7 @@ export class AdminApi {
       return;
     }
     const requestId = header(req, 'x-request-id');
-    const headers = requestId === undefined ? request.headers : { 'X-Request-ID': requestId, ...request.headers };
+    const headers = requestId === undefined ? request.headers : { [REQUEST_ID_HEADER]: requestId, ...request.headers };
     await this.deps.events.publish(request.subject, request.payload, headers);
     sendJson(res, 202, { status: 'accepted' });
   }
@@ -185,19 +190,17 @@ export class AdminApi {
   }
 }
 
+/** The request's path as sent, without its query (endpoints are matched exactly). */
+function pathOf(req: IncomingMessage): string {
+  return (req.url ?? '/').split('?', 1)[0] ?? '/';
+}
+
 /** Reads and validates a JSON body; on failure answers 400 (or 413) itself and returns undefined. */
 async function readParsed<T>(req: IncomingMessage, res: ServerResponse, parse: (body: unknown) => Parsed<T>): Promise<T | undefined> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    const buffer = chunk as Buffer;
-    size += buffer.length;
-    if (size > MAX_BODY_BYTES) {
-      sendJson(res, 413, { code: 'BadRequest', message: `body over ${MAX_BODY_BYTES} bytes` });
-      req.destroy();
-      return undefined;
-    }
-    chunks.push(buffer);
+  const chunks = await readBody(req);
+  if (chunks === 'too-large') {
+    sendJson(res, 413, { code: 'BadRequest', message: `body over ${MAX_BODY_BYTES} bytes` });
+    return undefined;
   }
   let body: unknown;
   try {
@@ -212,6 +215,25 @@ async function readParsed<T>(req: IncomingMessage, res: ServerResponse, parse: (
     return undefined;
   }
   return parsed.value;
+}
+
+/**
+ * The whole body, or 'too-large' past MAX_BODY_BYTES. An oversized body is still read to its end
+ * (and thrown away; the server's request timeout bounds how long): a request destroyed while its
+ * client is still sending resets the connection, and the client sees that instead of the 413.
+ */
+async function readBody(req: IncomingMessage): Promise<Buffer[] | 'too-large'> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= MAX_BODY_BYTES) chunks.push(chunk);
+      else chunks.length = 0;
+    });
+    req.on('end', () => resolve(size > MAX_BODY_BYTES ? 'too-large' : chunks));
+    req.on('error', reject);
+  });
 }
 
 function header(req: IncomingMessage, name: string): string | undefined {

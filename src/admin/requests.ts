@@ -1,3 +1,4 @@
+import { REQUEST_ID_HEADER } from '../ingest/EventSource.js';
 import { IDENTIFIER_RULE, isValidIdentifier, type Identity } from '../sessions/SessionStore.js';
 
 /** A request body that passed validation, or the message explaining what to fix. */
@@ -62,7 +63,9 @@ export function parsePublishRequest(body: unknown): Parsed<PublishRequest> {
     if (stringEntries.length !== entries.length) throw new InvalidField('"headers" values must be strings');
     const bad = stringEntries.find(([name, value]) => !HEADER_NAME.test(name) || /[\r\n]/.test(value));
     if (bad !== undefined) throw new InvalidField(`"headers": ${JSON.stringify(bad[0])} must be a header name (letters, digits and !#$%&'*+-.^_\`|~) with a value on one line`);
-    return { subject, payload: payloadText(payload), headers: Object.fromEntries(stringEntries) };
+    // One spelling of the request id, whatever case the caller wrote it in: NATS headers are read case-sensitively.
+    const named = stringEntries.map(([name, value]): [string, string] => [name.toLowerCase() === 'x-request-id' ? REQUEST_ID_HEADER : name, value]);
+    return { subject, payload: payloadText(payload), headers: Object.fromEntries(named) };
   });
 }
 

@@ -1,8 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { GatewayError } from '../errors.js';
-import type { EventSink, EventSource } from '../ingest/EventSource.js';
-
-const REQUEST_ID_HEADER = 'x-request-id';
+import { REQUEST_ID_HEADER, type EventSink, type EventSource } from '../ingest/EventSource.js';
 
 /**
  * Events without a broker: a publish goes straight to dispatch, on the same path a NATS event
@@ -18,8 +16,7 @@ export class LocalEventSource implements EventSource {
 
   async publish(subject: string, payload: string, headers: Readonly<Record<string, string>>): Promise<void> {
     if (this.#sink === undefined || this.#stopped) throw new GatewayError('ServiceUnavailable', 'this pod is shutting down; publish to another pod');
-    const requestId = Object.entries(headers).find(([name]) => name.toLowerCase() === REQUEST_ID_HEADER)?.[1];
-    const outcome = await this.#sink({ origin: 'admin_api', subject, payload, requestId: requestId ?? randomUUID(), publishedAtMs: Date.now() });
+    const outcome = await this.#sink({ origin: 'admin_api', subject, payload, requestId: headers[REQUEST_ID_HEADER] ?? randomUUID(), publishedAtMs: Date.now() });
     // Without a broker nothing redelivers: the publisher must hear that an owner missed the event.
     if (outcome === 'retry') throw new GatewayError('ServiceUnavailable', 'an owning pod could not be reached; publish again');
     if (typeof outcome === 'object') {

@@ -1,3 +1,6 @@
+/** The header that carries an event's request id, in NATS and on admin publishes (one spelling: NATS reads headers case-sensitively). */
+export const REQUEST_ID_HEADER = 'X-Request-ID';
+
 /** What brought an event in; the label of the events-in metric. */
 export type EventOrigin = 'admin_api' | 'nats' | 'peer';
 

@@ -18,13 +18,12 @@ import type { Config } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { eventIdOf, type DispatchOutcome, type EventSink, type EventSource, type InboundEvent } from './EventSource.js';
+import { eventIdOf, REQUEST_ID_HEADER, type DispatchOutcome, type EventSink, type EventSource, type InboundEvent } from './EventSource.js';
 
 /** The NATS slice of the configuration. */
 export type NatsOptions = Config['nats'];
 
 const SUBJECTS = 'websocket.>';
-const REQUEST_ID_HEADER = 'X-Request-ID';
 const STREAM_NOT_FOUND = 10059;
 const CONSUMER_NOT_FOUND = 10014;
 const PENDING_POLL_MS = 5000;

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { request } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { parseAesKeys, TokenCodec } from '../../src/auth/tokenCodec.js';
 import { openClient } from '../support/client.js';
@@ -113,6 +114,14 @@ describe('admin API', () => {
   test('a body over 1 MiB answers 413', async () => {
     const res = await gw.admin('POST', '/admin/publish', gw.keys.adminSecretToken, { subject: 'websocket.a.b.chats', payload: { big: 'x'.repeat(1_100_000) } });
     assert.equal(res.status, 413);
+    assert.match((res.body as { message: string }).message, /body over 1048576 bytes/);
+  });
+
+  test('a client still streaming a body far over the limit reads its 413; the connection is not reset under it', async () => {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const outcome = await streamBody(`${gw.adminBase}/admin/publish`, gw.keys.adminSecretToken, 16 * 1024 * 1024);
+      assert.deepEqual(outcome, { status: 413, error: undefined }, `attempt ${attempt}`);
+    }
   });
 
   test('a wrong method answers 405 with Allow; an unknown path 404', async () => {
@@ -150,3 +159,33 @@ describe('admin API', () => {
     assert.ok(!all.includes(gw.keys.tokenAesKeys[0]!));
   });
 });
+
+/** POSTs `bytes` of body in 64 KiB writes, as a client uploading a big file does: the answer, or the socket error that cut it off. */
+async function streamBody(url: string, apiKey: string, bytes: number): Promise<{ status: number | undefined; error: string | undefined }> {
+  return new Promise((resolve) => {
+    let status: number | undefined;
+    let unfinished = 2;
+    const finishedOne = () => {
+      if (--unfinished === 0) resolve({ status, error: undefined });
+    };
+    const req = request(url, { method: 'POST', headers: { 'x-api-key': apiKey, 'content-type': 'application/json' } }, (res) => {
+      status = res.statusCode;
+      res.resume();
+      res.on('end', finishedOne);
+    });
+    req.on('error', (err) => resolve({ status, error: err.message }));
+    const chunk = Buffer.alloc(64 * 1024, 'x');
+    let sent = 0;
+    const pump = (): void => {
+      while (sent < bytes) {
+        sent += chunk.length;
+        if (!req.write(chunk)) {
+          req.once('drain', pump);
+          return;
+        }
+      }
+      req.end(finishedOne);
+    };
+    pump();
+  });
+}

@@ -96,6 +96,11 @@ describe('admin request parsing', () => {
     assert.equal(parsePublishRequest({ subject: '', payload: {} }).ok, false);
   });
 
+  test('publish spells the request id header one way, whatever case it came in', () => {
+    const parsed = parsePublishRequest({ subject: 's', payload: {}, headers: { 'x-request-id': 'r-1', Trace: 't' } });
+    assert.deepEqual(parsed, { ok: true, value: { subject: 's', payload: '{}', headers: { 'X-Request-ID': 'r-1', Trace: 't' } } });
+  });
+
   test('disconnect takes a user identity or an admin id', () => {
     assert.deepEqual(parseDisconnectRequest({ admin_id: 'root' }), { ok: true, value: { kind: 'admin', adminId: 'root' } });
     assert.deepEqual(parseDisconnectRequest({ company_id: 'c', agent_id: 'a', user_id: 'u' }), {
