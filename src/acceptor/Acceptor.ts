@@ -89,7 +89,7 @@ export class Acceptor {
       .get('/health', (res) => json(res, 200, { status: 'ok' }))
       .get('/ready', (res) => (this.deps.isReady() && this.#accepting ? json(res, 200, { status: 'ready' }) : json(res, 503, { status: 'not-ready' })))
       .any('/*', (res) => json(res, 404, { code: 'NotFound', message: 'no such endpoint; WebSocket clients connect to /ws/{company}/{agent} or /ws/admin' }));
-    this.connections = new ConnectionIndex(this.#app);
+    this.connections = new ConnectionIndex(this.#app, options.compression);
   }
 
   /** Listens; resolves with the bound port (useful with port 0). */
@@ -253,8 +253,16 @@ export class Acceptor {
     const { connection } = data;
     if (connection === undefined || !connection.ready) {
       data.early ??= [];
-      if (data.early.length < MAX_EARLY_FRAMES) data.early.push({ message: message.slice(0), isBinary });
-      else ws.send(errorFrame({ code: 'BadRequest', message: `at most ${MAX_EARLY_FRAMES} frames before "ready"; this one was dropped` }), false);
+      if (data.early.length < MAX_EARLY_FRAMES) {
+        data.early.push({ message: message.slice(0), isBinary });
+        return;
+      }
+      // No rate limit or send-buffer ceiling applies before `ready`: a client that keeps sending is
+      // closed rather than answered once per frame. (The handshake still running sees it closed.)
+      ws.cork(() => {
+        ws.send(errorFrame({ code: 'BadRequest', message: `more than ${MAX_EARLY_FRAMES} frames before "ready"` }), false);
+        ws.end(ERRORS.BadRequest.close, ERRORS.BadRequest.reason);
+      });
       return;
     }
     this.#handleFrame(connection, message, isBinary);

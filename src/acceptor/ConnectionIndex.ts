@@ -29,7 +29,11 @@ export class ConnectionIndex implements LocalDelivery {
   #published = new Set<string>();
   #sweep: NodeJS.Timeout | undefined;
 
-  constructor(private readonly app: TemplatedApp) {}
+  constructor(
+    private readonly app: TemplatedApp,
+    /** Compress published events for clients that negotiated permessage-deflate (WS_COMPRESSION). */
+    private readonly compress: boolean,
+  ) {}
 
   get size(): number {
     return this.#all.size;
@@ -96,7 +100,7 @@ export class ConnectionIndex implements LocalDelivery {
   #publish(topic: string, frame: string): number {
     const subscribers = this.app.numSubscribers(topic);
     if (subscribers === 0) return 0;
-    this.app.publish(topic, frame, false);
+    this.app.publish(topic, frame, false, this.compress);
     this.#published.add(topic);
     this.#sweep ??= setTimeout(() => this.#sweepPublished(), SLOW_CONSUMER_SWEEP_MS).unref();
     return subscribers;

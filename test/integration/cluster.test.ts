@@ -486,6 +486,25 @@ describe('cluster faults', () => {
     back.close();
   });
 
+  test('a client that sends more than 16 frames while its handshake waits on Redis is closed with 4400, not answered frame by frame', async () => {
+    // Commands wait this long on a hung Redis, and so does the handshake.
+    const gateway = await pod({ REDIS_COMMAND_TIMEOUT_MS: '3000' });
+    const url = await gateway.userUrl('flood', 'desk', 'fred');
+    redis.pause();
+    try {
+      const client = await openClient(url);
+      for (let i = 0; i < 200; i++) client.ws.send(JSON.stringify({ type: 'select_chat', chat_id: `c${i}` }));
+      const closed = await client.closeInfo(2000);
+      assert.equal(closed.code, 4400);
+      const errors = client.raw.filter((text) => (JSON.parse(text) as { type: string }).type === 'error');
+      assert.equal(errors.length, 1, 'one error frame, not one per frame past the limit');
+      assert.match(errors[0] ?? '', /more than 16 frames before \\"ready\\"/);
+    } finally {
+      redis.resume();
+    }
+    await gateway.stop();
+  });
+
   test('Redis restarted empty: every session, route and heartbeat is re-asserted and no connection is closed', async () => {
     const gateway = await pod();
     const user = await gateway.connectUser('restart', 'desk', 'rita');

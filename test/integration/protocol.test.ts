@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import type { Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { openClient, type TestClient } from '../support/client.js';
 import { startGateway, type TestGateway } from '../support/gateway.js';
@@ -155,13 +156,18 @@ describe('permessage-deflate', () => {
     await gw.stop();
   });
 
-  test('is negotiated when enabled, and compressed events arrive intact', async () => {
+  test('is negotiated when enabled, and events arrive compressed and intact', async () => {
     const client = await openClient(await gw.userUrl('acme', 'support', 'zip'), { perMessageDeflate: true });
     await client.expect('ready');
     assert.match(client.ws.extensions, /permessage-deflate/);
+    // ws keeps the TCP socket on a field it does not type: its byte count is what crossed the wire.
+    const socket = (client.ws as unknown as { readonly _socket: Socket })._socket;
+    const before = socket.bytesRead;
     const payload = { event_id: 'z', text: 'compressible '.repeat(500) };
     await gw.publish('websocket.acme.support.chats', payload);
     assert.deepEqual((await client.expect('event')).payload, payload);
+    const onWire = socket.bytesRead - before;
+    assert.ok(onWire < JSON.stringify(payload).length / 4, `a ${JSON.stringify(payload).length}-byte event took ${onWire} bytes on the wire`);
     client.close();
   });
 
