@@ -18,6 +18,8 @@ const BREAKER_GAUGE: Readonly<Record<BreakerState, number>> = { closed: 0, 'half
 
 interface Pending {
   readonly event: InboundEvent;
+  /** The payload's size in UTF-8. */
+  readonly bytes: number;
   readonly resolve: () => void;
   readonly reject: (err: Error) => void;
 }
@@ -26,8 +28,11 @@ interface Pending {
 const FAILURE_REASONS = ['breaker-open', 'deadline', 'unavailable', 'error'] as const;
 type FailureReason = (typeof FAILURE_REASONS)[number];
 
-// A batch to one peer holds at most this many events.
+// A batch to one peer holds at most this many events, and past its first event at most this many
+// payload bytes: a message over the peer's receive limit (16 MiB) would fail the whole stream, and
+// every retry of it, with a healthy peer.
 const MAX_BATCH = 256;
+const MAX_BATCH_BYTES = 4 * 1024 * 1024;
 const IDLE_PEER_MS = 5 * 60_000;
 
 /**
@@ -126,6 +131,8 @@ class Peer {
   readonly client: ForwarderClient;
   readonly breaker: CircuitBreaker<[readonly Pending[]], BatchResult>;
   queue: Pending[] = [];
+  /** Payload bytes in `queue`. */
+  queuedBytes = 0;
   flushScheduled = false;
   lastUsedMs = Date.now();
   #stream: BatchStream | undefined;
@@ -145,15 +152,7 @@ class Peer {
       'grpc.keepalive_timeout_ms': 5000,
       'grpc.keepalive_permit_without_calls': 1,
     }) as unknown as ForwarderClient;
-    // Opens on the first failure: a dead or hung peer costs one failed batch, then fast failures
-    // until a trial batch after breakerResetMs succeeds.
-    this.breaker = new CircuitBreaker((batch: readonly Pending[]) => this.#send(batch), {
-      timeout: false,
-      resetTimeout: options.breakerResetMs,
-      errorThresholdPercentage: 1,
-      volumeThreshold: 1,
-      rollingCountTimeout: 10_000,
-    });
+    this.breaker = breakerOpeningOnFirstFailure((batch: readonly Pending[]) => this.#send(batch), options.breakerResetMs);
     this.breaker.on('open', () => this.#transition('open'));
     this.breaker.on('halfOpen', () => this.#transition('half-open'));
     this.breaker.on('close', () => this.#transition('closed'));
@@ -246,8 +245,10 @@ export class PeerForwarder implements PeerPush {
     const peer = this.#peer(podId);
     peer.lastUsedMs = Date.now();
     return new Promise((resolve, reject) => {
-      peer.queue.push({ event, resolve, reject });
-      if (peer.queue.length >= MAX_BATCH) this.#flush(peer);
+      const bytes = Buffer.byteLength(event.payload, 'utf8');
+      peer.queue.push({ event, bytes, resolve, reject });
+      peer.queuedBytes += bytes;
+      if (hasFullBatch(peer)) this.#flush(peer);
       else if (!peer.flushScheduled) {
         peer.flushScheduled = true;
         setImmediate(() => this.#flush(peer));
@@ -275,9 +276,9 @@ export class PeerForwarder implements PeerPush {
   #flush(peer: Peer): void {
     peer.flushScheduled = false;
     // A full batch goes at once; a smaller one waits for the write in progress (which flushes when done).
-    if (peer.writing && peer.queue.length < MAX_BATCH) return;
+    if (peer.writing && !hasFullBatch(peer)) return;
     while (peer.queue.length > 0) {
-      const batch = peer.queue.splice(0, MAX_BATCH);
+      const batch = takeBatch(peer);
       peer.breaker.fire(batch).then(
         () => {
           for (const pending of batch) pending.resolve();
@@ -301,6 +302,35 @@ export class PeerForwarder implements PeerPush {
       }
     }
   }
+}
+
+/**
+ * A circuit breaker that opens on the first failure, however many successes came before it: a dead
+ * or hung peer costs one failed batch, then fast failures until a trial call after `resetMs`
+ * succeeds. (opossum opens past an error percentage; at 0 any failure passes it.)
+ */
+export function breakerOpeningOnFirstFailure<TArgs extends unknown[], TResult>(
+  action: (...args: TArgs) => Promise<TResult>,
+  resetMs: number,
+): CircuitBreaker<TArgs, TResult> {
+  return new CircuitBreaker(action, { timeout: false, resetTimeout: resetMs, errorThresholdPercentage: 0, volumeThreshold: 1, rollingCountTimeout: 10_000 });
+}
+
+function hasFullBatch(peer: Peer): boolean {
+  return peer.queue.length >= MAX_BATCH || peer.queuedBytes >= MAX_BATCH_BYTES;
+}
+
+/** Takes the next batch off the peer's queue: at least one event, within both limits. */
+function takeBatch(peer: Peer): Pending[] {
+  let count = 0;
+  let bytes = 0;
+  for (const pending of peer.queue) {
+    if (count === MAX_BATCH || (count > 0 && bytes + pending.bytes > MAX_BATCH_BYTES)) break;
+    count++;
+    bytes += pending.bytes;
+  }
+  peer.queuedBytes -= bytes;
+  return peer.queue.splice(0, count);
 }
 
 /** gRPC status codes and breaker rejections, translated once into the metric's reasons. */

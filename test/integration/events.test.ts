@@ -450,6 +450,29 @@ describe('events under pod faults', () => {
     }
   });
 
+  test('events too big to travel to a peer together go in several batches, none refused', async () => {
+    // A batch of megabytes takes this machine longer than the other tests' 300 ms to answer, and a
+    // burst of them overfills the default send buffer.
+    const env = { GRPC_DEADLINE_MS: '5000', SEND_BUFFER_BYTES: String(64 * 1024 * 1024) };
+    const owner = await pod(env, false);
+    const client = await owner.connectUser('big', 'desk', 'u1');
+    let consumer: TestGateway | undefined;
+    try {
+      // A backlog in the stream before the consuming pod starts: it handles these all at once.
+      await (await nc.jetstreamManager()).streams.add({ name: 'wa_stream', subjects: ['websocket.>'] });
+      const padding = 'x'.repeat(900_000);
+      const all = Array.from({ length: 40 }, (_, i) => i);
+      for (const seq of all) await publish(nc, 'websocket.big.desk.chats', { seq, padding });
+      consumer = await pod(env);
+      await waitFor(() => new Set(seqs(client)).size === all.length, 20_000, 'every big event on the owner');
+      assert.equal(await consumer.metric('switchboard_events_redelivered_total'), 0, 'no event needed a retry');
+      assert.deepEqual(sortedSeqs(client), all);
+    } finally {
+      client.close();
+      await Promise.all([consumer?.stop(), owner.stop()]);
+    }
+  });
+
   test('a pod started after Redis restarted empty, before the other pods reconnected: its events wait for their routes instead of missing them', async () => {
     const gate = await TcpGate.start(redis.port);
     const owner = await pod({ REDIS_URL: gate.redisUrl }, false);
