@@ -87,8 +87,12 @@ export class Gateway {
       },
       { authenticator, sessions, routes, metrics, log: log.child({ part: 'acceptor' }), isReady: () => this.#ready && engine.isHealthy() && this.#events.isHealthy() },
     );
+    // Across pods, an owner that died stays an owner until its heartbeat's lease runs out.
+    const ownerGoneAfterMs = engine.name === 'in-process' ? 0 : config.cluster.leaseMs;
     this.#events =
-      config.nats.url === '' ? new LocalEventSource() : new NatsEventSource(config.nats, this.podId, metrics, log.child({ part: 'ingest' }));
+      config.nats.url === ''
+        ? new LocalEventSource()
+        : new NatsEventSource({ ...config.nats, ownerGoneAfterMs }, this.podId, metrics, log.child({ part: 'ingest' }));
     const peers =
       engine.name === 'in-process'
         ? undefined

@@ -21,7 +21,14 @@ import type { Metrics } from '../metrics.js';
 import { eventIdOf, REQUEST_ID_HEADER, type DispatchOutcome, type EventSink, type EventSource, type InboundEvent } from './EventSource.js';
 
 /** The NATS slice of the configuration. */
-export type NatsOptions = Config['nats'];
+export type NatsOptions = Config['nats'] & {
+  /**
+   * How long an owner that died may still count as one (its heartbeat's lease; 0 with a single pod).
+   * The last retry for an unreachable owner waits this long, so an event is not counted dead while
+   * its only missing owner is a pod that is gone but not yet known to be.
+   */
+  readonly ownerGoneAfterMs: number;
+};
 
 const SUBJECTS = 'websocket.>';
 const STREAM_NOT_FOUND = 10059;
@@ -220,8 +227,8 @@ export class NatsEventSource implements EventSource {
 
   /** How long an event waits before its next delivery. */
   #nakDelayMs(outcome: 'retry' | 'failed' | { readonly retryAfterMs: number }, deliveries: number): number {
-    const { nakDelayMs } = this.options;
-    if (outcome === 'retry') return nakDelayMs;
+    const { nakDelayMs, ownerGoneAfterMs } = this.options;
+    if (outcome === 'retry') return deliveries + 1 >= this.#maxDeliver ? Math.max(nakDelayMs, ownerGoneAfterMs) : nakDelayMs;
     // Events reached their owners from the route copies while Redis is away; back off rather than
     // bury them as dead after a few seconds of outage.
     if (outcome === 'failed') return Math.min(nakDelayMs * 2 ** Math.min(deliveries - 1, 30), Math.max(nakDelayMs, DISPATCH_FAILURE_MAX_NAK_MS));

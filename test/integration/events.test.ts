@@ -450,6 +450,29 @@ describe('events under pod faults', () => {
     }
   });
 
+  test("an event whose only missing owner was killed is retried once that pod's lease has run out, not counted dead", async () => {
+    // Three deliveries 100 ms apart would all fall within the killed pod's lease (3 s).
+    const env = { NATS_MAX_DELIVER: '3', NATS_NAK_DELAY_MS: '100' };
+    const consumer = await pod(env);
+    const owner = await pod(env, false);
+    const [local, remote] = [await consumer.connectUser('gone', 'desk', 'u1'), await owner.connectUser('gone', 'desk', 'u2')];
+    try {
+      await publish(nc, 'websocket.gone.desk.chats', { seq: 0 });
+      await waitFor(() => seqs(local).length === 1 && seqs(remote).length === 1, 5000, 'the first event on both pods');
+      owner.child.kill('SIGKILL');
+      await owner.exited;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await publish(nc, 'websocket.gone.desk.chats', { seq: 1 });
+      await waitFor(() => seqs(local).length === 2, 5000, 'the second event on the live pod');
+      await everyEventAcked(nc, "once the killed pod's lease ran out");
+      assert.equal(await consumer.metric('switchboard_events_fanned_out_total{outcome="dead"}'), 0, 'no event counted dead');
+      assert.deepEqual(sortedSeqs(local), [0, 1], "the live pod's client got each event once");
+    } finally {
+      local.close();
+      await consumer.stop();
+    }
+  });
+
   test('events too big to travel to a peer together go in several batches, none refused', async () => {
     // A batch of megabytes takes this machine longer than the other tests' 300 ms to answer, and a
     // burst of them overfills the default send buffer.
