@@ -55,9 +55,12 @@ export class GatewayError extends Error {
   constructor(
     readonly code: ErrorCode,
     message: string,
+    /** Sent to the client with the error: nothing internal goes here. */
     readonly details?: Readonly<Record<string, unknown>>,
+    /** What went wrong underneath, for the logs only. */
+    options?: { readonly cause: unknown },
   ) {
-    super(message);
+    super(message, options);
     this.name = 'GatewayError';
   }
 

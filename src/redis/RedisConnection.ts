@@ -83,10 +83,8 @@ export class RedisConnection {
       return result;
     } catch (err) {
       stop({ outcome: 'error' });
-      throw new GatewayError('ServiceUnavailable', 'the coordination store is unreachable; try again later', {
-        op,
-        cause: err instanceof Error ? err.message : String(err),
-      });
+      // The cause stays in the logs: clients (WebSocket ones included) see only that it failed.
+      throw new GatewayError('ServiceUnavailable', 'the coordination store is unreachable; try again later', undefined, { cause: err });
     }
   }
 

@@ -486,19 +486,23 @@ describe('cluster faults', () => {
     back.close();
   });
 
-  test('a client that sends more than 16 frames while its handshake waits on Redis is closed with 4400, not answered frame by frame', async () => {
+  test('while its handshake waits on a hung Redis, a client that sends more than 16 frames is closed with 4400, and one that waits hears nothing about Redis', async () => {
     // Commands wait this long on a hung Redis, and so does the handshake.
     const gateway = await pod({ REDIS_COMMAND_TIMEOUT_MS: '3000' });
-    const url = await gateway.userUrl('flood', 'desk', 'fred');
+    const [url, waitingUrl] = await Promise.all([gateway.userUrl('flood', 'desk', 'fred'), gateway.userUrl('flood', 'desk', 'wanda')]);
     redis.pause();
     try {
-      const client = await openClient(url);
+      const [client, waiting] = await Promise.all([openClient(url), openClient(waitingUrl)]);
       for (let i = 0; i < 200; i++) client.ws.send(JSON.stringify({ type: 'select_chat', chat_id: `c${i}` }));
       const closed = await client.closeInfo(2000);
       assert.equal(closed.code, 4400);
       const errors = client.raw.filter((text) => (JSON.parse(text) as { type: string }).type === 'error');
       assert.equal(errors.length, 1, 'one error frame, not one per frame past the limit');
       assert.match(errors[0] ?? '', /more than 16 frames before \\"ready\\"/);
+      // The refusal comes after the acquire's timeout and the cleanup's.
+      const refusal = await waiting.expect('error', 10_000);
+      assert.equal((refusal.payload as { code: string }).code, 'ServiceUnavailable');
+      assert.deepEqual(Object.keys(refusal.payload as object).sort(), ['code', 'message'], 'no Redis command or error text in the frame');
     } finally {
       redis.resume();
     }
