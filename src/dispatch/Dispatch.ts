@@ -171,7 +171,8 @@ export class Dispatch {
     }
     const delivered = this.deps.local.deliver(event.target, eventFrame(event.payload));
     this.metrics.eventsFannedOut.inc({ outcome: 'local' }, delivered);
-    this.metrics.eventDeliveryLatency.observe(Math.max(0, Date.now() - event.publishedAtMs) / 1000);
+    // Publish → socket write: a pod that wrote to no socket has nothing to add.
+    if (delivered > 0) this.metrics.eventDeliveryLatency.observe(Math.max(0, Date.now() - event.publishedAtMs) / 1000);
     this.#debug(event, 'event delivered', { delivered });
     return delivered;
   }

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import {
   AckPolicy,
@@ -196,13 +195,15 @@ export class NatsEventSource implements EventSource {
   }
 
   async #handle(message: JsMsg, sink: EventSink): Promise<void> {
+    const key = `${message.info.stream}:${message.info.streamSequence}`;
     const event: InboundEvent = {
       origin: 'nats',
       subject: message.subject,
       payload: message.string(),
-      requestId: message.headers?.get(REQUEST_ID_HEADER) || randomUUID(),
+      // Without a header, the event's place in the stream: every retry of it logs the same id.
+      requestId: message.headers?.get(REQUEST_ID_HEADER) || key,
       publishedAtMs: Math.floor(message.info.timestampNanos / 1e6),
-      delivery: { key: `${message.info.stream}:${message.info.streamSequence}`, redelivered: message.info.redelivered },
+      delivery: { key, redelivered: message.info.redelivered },
     };
     if (message.info.redelivered) this.metrics.eventsRedelivered.inc();
     let outcome: DispatchOutcome | 'failed';

@@ -130,6 +130,9 @@ describe('admin API', () => {
     assert.equal(wrong.headers.get('allow'), 'POST');
     assert.equal((await gw.admin('POST', '/metrics', undefined, {})).status, 405);
     assert.equal((await gw.admin('GET', '/admin/nothing', gw.keys.adminSecretToken)).status, 404);
+    // Paths a URL parser would read as a host: still a 404, not a 500.
+    assert.equal((await gw.admin('GET', '//a:b', gw.keys.adminSecretToken)).status, 404);
+    assert.equal((await gw.admin('GET', '//x/admin/pods', gw.keys.adminSecretToken)).status, 404);
   });
 
   test('/admin/publish answers 202 and the event reaches its connection', async () => {

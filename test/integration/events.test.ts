@@ -254,6 +254,14 @@ describe('events under pod faults', () => {
     const mentions = (gw: TestGateway) =>
       gw.logLines((l) => l['request_id'] === 'req-7f3a' && l['event_id'] === 'evt-42' && l['company'] === 'rid' && l['agent'] === 'desk').length;
     await waitFor(() => mentions(consumer) > 0 && mentions(owner) > 0, 3000, 'the request id, event id, company and agent in both logs');
+    // Without the header, the id is the event's place in the stream: the same on every delivery of it.
+    await publish(nc, 'websocket.rid.desk.chats', { seq: 2, event_id: 'evt-43' });
+    await client.expect('event', 5000);
+    const idsOf = (gw: TestGateway) => new Set(gw.logLines((l) => l['event_id'] === 'evt-43').map((l) => l['request_id']));
+    await waitFor(() => idsOf(consumer).size > 0 && idsOf(owner).size > 0, 3000, 'the second event in both logs');
+    const ids = new Set([...idsOf(consumer), ...idsOf(owner)]);
+    assert.equal(ids.size, 1, `one request id on both pods: ${[...ids].join(', ')}`);
+    assert.match(String([...ids][0]), /^wa_stream:\d+$/);
     client.close();
     await Promise.all([consumer.stop(), owner.stop()]);
   });
