@@ -60,8 +60,9 @@ export class AdminApi {
     this.#server = createServer((req, res) => {
       this.#route(req, res).catch((err: unknown) => {
         if (res.headersSent) return;
-        // The client went away mid-request (or the request timed out): nobody is left to answer.
-        if (req.destroyed) {
+        // The client went away mid-request (or the request timed out): nobody is left to answer. (Not
+        // req.destroyed: a request whose body was read to its end is destroyed too.)
+        if (req.socket.destroyed) {
           this.deps.log.debug({ err, path: pathOf(req) }, 'admin request abandoned by its client');
           return;
         }

@@ -124,6 +124,16 @@ describe('admin API', () => {
     }
   });
 
+  test('a client that goes away in the middle of its body is not logged as an internal error', async () => {
+    await new Promise<void>((resolve) => {
+      const req = request(`${gw.adminBase}/admin/publish`, { method: 'POST', headers: { 'x-api-key': gw.keys.adminSecretToken, 'content-length': '100000' } });
+      req.on('error', () => resolve());
+      req.write('{"subject":', () => setTimeout(() => req.destroy(), 200));
+    });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.deepEqual(gw.logLines((l) => l['msg'] === 'admin request failed'), []);
+  });
+
   test('a wrong method answers 405 with Allow; an unknown path 404', async () => {
     const wrong = await gw.admin('GET', '/generate-token', gw.keys.secretToken);
     assert.equal(wrong.status, 405);
