@@ -4,6 +4,7 @@ import {
   connect,
   ConsumerEvents,
   credsAuthenticator,
+  ErrorCode,
   headers as natsHeaders,
   nanos,
   NatsError,
@@ -32,6 +33,8 @@ export type NatsOptions = Config['nats'] & {
 const SUBJECTS = 'websocket.>';
 const STREAM_NOT_FOUND = 10059;
 const CONSUMER_NOT_FOUND = 10014;
+/** JetStream refused the message: over the stream's max_msg_size. */
+const MESSAGE_TOO_LARGE = 10054;
 const PENDING_POLL_MS = 5000;
 // A pull request lives this long: a hung pod keeps receiving (and sitting on) redelivered events
 // only until its open pull expires, so keep it short.
@@ -113,6 +116,10 @@ export class NatsEventSource implements EventSource {
     try {
       await this.#timed('publish', () => jetstream.publish(subject, payload, { headers: natsHeadersValue }));
     } catch (err) {
+      // Too large for the server or the stream: publishing it again would fail again.
+      if (err instanceof NatsError && (err.code === ErrorCode.MaxPayloadExceeded || apiErrorCode(err) === MESSAGE_TOO_LARGE)) {
+        throw new GatewayError('BadRequest', `the event is larger than NATS takes (${err.message}); send a smaller payload`);
+      }
       this.log.warn({ err, subject }, 'publish to NATS failed');
       throw unavailable();
     }

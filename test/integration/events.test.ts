@@ -617,6 +617,24 @@ function ownServers(): { redis: RedisServer; nats: NatsServer; nc: NatsConnectio
   return servers;
 }
 
+describe('a publish larger than the stream takes', () => {
+  const servers = ownServers();
+
+  test('is refused with 400, not 503 "try again later"', async () => {
+    await (await servers.nc.jetstreamManager()).streams.add({ name: 'wa_stream', subjects: ['websocket.>'], max_msg_size: 1024 });
+    const pod = await startGateway(podEnv(servers.redis, servers.nats), randomKeys());
+    try {
+      const big = await pod.admin('POST', '/admin/publish', pod.keys.adminSecretToken, { subject: 'websocket.big.desk.chats', payload: { text: 'x'.repeat(4096) } });
+      assert.equal(big.status, 400);
+      assert.match((big.body as { message: string }).message, /larger than NATS takes/);
+      const small = await pod.admin('POST', '/admin/publish', pod.keys.adminSecretToken, { subject: 'websocket.big.desk.chats', payload: { text: 'x' } });
+      assert.equal(small.status, 202);
+    } finally {
+      await pod.stop();
+    }
+  });
+});
+
 describe('a consuming pod stopping', () => {
   const servers = ownServers();
 
