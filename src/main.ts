@@ -88,7 +88,11 @@ function printDevInstructions(loaded: LoadedConfig, gateway: Gateway, ports: Bou
     .map(([name, value]) => `  ${name}=${value}`);
   const scheme = tls.certFile === '' ? 'ws' : 'wss';
   const admin = `http://localhost:${ports.admin}`;
-  const demoToken = gateway.codecs.user.mintUser({ companyId: 'acme', agentId: 'support', userId: 'alice', expiresAtMs: Date.now() + 3600_000 });
+  // A token minted under a key the operator configured is a real credential: it stays off stdout too.
+  const tokenKeyGenerated = loaded.generatedKeys.includes('TOKEN_AES_KEY');
+  const demoToken = tokenKeyGenerated
+    ? encodeURIComponent(gateway.codecs.user.mintUser({ companyId: 'acme', agentId: 'support', userId: 'alice', expiresAtMs: Date.now() + 3600_000 }))
+    : '<token>';
   const lines = [
     '',
     `Switchboard is running on the ${redis.url === '' ? 'in-process' : 'Redis'} engine. Keys generated for this run: ${loaded.generatedKeys.join(', ')}.`,
@@ -98,8 +102,8 @@ function printDevInstructions(loaded: LoadedConfig, gateway: Gateway, ports: Bou
     `  curl -s -X POST ${admin}/generate-token -H 'X-API-Key: ${secretToken}' -H 'content-type: application/json' \\`,
     `    -d '{"company_id":"acme","agent_id":"support","user_id":"alice","expires_in_seconds":3600}'`,
     '',
-    'Connect (this URL carries a token valid for one hour):',
-    `  npx wscat -s json.v1 -c '${scheme}://localhost:${ports.public}/ws/acme/support?user=alice&x-api-key=${secretToken}&token=${encodeURIComponent(demoToken)}'`,
+    tokenKeyGenerated ? 'Connect (this URL carries a token valid for one hour):' : 'Connect, with the token minted above:',
+    `  npx wscat -s json.v1 -c '${scheme}://localhost:${ports.public}/ws/acme/support?user=alice&x-api-key=${secretToken}&token=${demoToken}'`,
     '',
     'Publish an event to that agent:',
     `  curl -s -X POST ${admin}/admin/publish -H 'X-API-Key: ${adminSecretToken}' -H 'content-type: application/json' \\`,

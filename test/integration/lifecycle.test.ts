@@ -306,6 +306,17 @@ describe('development mode prints working instructions', () => {
       if (proc.child.exitCode === null) proc.child.kill('SIGKILL');
     }
   });
+
+  test('with a token key the operator set, the printed URL carries a placeholder, not a token minted under that key', { timeout: 20_000 }, async () => {
+    const proc = new GatewayProcess({ NODE_ENV: 'development', PORT: '0', ADMIN_PORT: '0', GRPC_PORT: '0', TOKEN_AES_KEY: 'ab'.repeat(32) });
+    try {
+      await waitFor(() => proc.child.exitCode !== null || proc.stdoutLines.some((l) => l.includes('&token=')), SPAWN_DEADLINE_MS, 'the development instructions');
+      assert.ok(proc.stdout.includes('&token=<token>'), proc.stdout);
+      assert.equal(await proc.stop(), 0);
+    } finally {
+      if (proc.child.exitCode === null) proc.child.kill('SIGKILL');
+    }
+  });
 });
 
 function parseJson(line: string): Record<string, unknown> | undefined {
