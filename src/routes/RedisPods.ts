@@ -103,7 +103,8 @@ export class RedisPods implements PodDirectory {
    * and a pod starting next to a Redis that has been up for longer never waits.
    */
   async #waitOutReconnectGap(): Promise<void> {
-    const server = await this.redis.run('server_info', (r) => r.info('server'));
+    // A Redis that refuses INFO (some managed ones rename it) cannot say: no wait, as before.
+    const server = await this.redis.run('server_info', (r) => r.info('server')).catch(() => '');
     const uptimeSeconds = Number(/^uptime_in_seconds:(\d+)/m.exec(server)?.[1]);
     // Whole seconds, rounded down: the wait may run up to a second longer than the gap.
     const waitMs = Number.isFinite(uptimeSeconds) ? RECONNECT_GAP_MS - uptimeSeconds * 1000 : 0;
