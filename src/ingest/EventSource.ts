@@ -23,7 +23,7 @@ export interface InboundEvent {
   /** When the event was published, for the delivery-latency metric. */
   readonly publishedAtMs: number;
   /**
-   * Set for events that may come again (NATS): a key unique to the event (its stream sequence)
+   * Set for events that may come again (NATS): a key unique to the event (its stream sequence and publish time)
    * and whether this is a redelivery, so a retry can skip the owners that already have it.
    */
   readonly delivery?: { readonly key: string; readonly redelivered: boolean };

@@ -202,15 +202,17 @@ export class NatsEventSource implements EventSource {
   }
 
   async #handle(message: JsMsg, sink: EventSink): Promise<void> {
-    const key = `${message.info.stream}:${message.info.streamSequence}`;
+    const place = `${message.info.stream}:${message.info.streamSequence}`;
     const event: InboundEvent = {
       origin: 'nats',
       subject: message.subject,
       payload: message.string(),
       // Without a header, the event's place in the stream: every retry of it logs the same id.
-      requestId: message.headers?.get(REQUEST_ID_HEADER) || key,
+      requestId: message.headers?.get(REQUEST_ID_HEADER) || place,
       publishedAtMs: Math.floor(message.info.timestampNanos / 1e6),
-      delivery: { key, redelivered: message.info.redelivered },
+      // The place alone would come back if the stream were deleted and made again (its sequence
+      // starts over): with the publish time, a new event is never taken for one already written.
+      delivery: { key: `${place}:${message.info.timestampNanos}`, redelivered: message.info.redelivered },
     };
     if (message.info.redelivered) this.metrics.eventsRedelivered.inc();
     let outcome: DispatchOutcome | 'failed';

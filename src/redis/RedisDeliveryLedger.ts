@@ -3,7 +3,7 @@ import { execAll, type RedisConnection } from './RedisConnection.js';
 
 const KEY_PREFIX = 'delivered:';
 
-/** The delivery ledger in Redis: `delivered:{stream}:{sequence}`, a set of pod ids that expires with the retry window. */
+/** The delivery ledger in Redis: `delivered:{stream}:{sequence}:{published_ns}`, a set of pod ids that expires with the retry window. */
 export class RedisDeliveryLedger implements DeliveryLedger {
   constructor(
     private readonly redis: RedisConnection,

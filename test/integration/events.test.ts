@@ -617,6 +617,31 @@ function ownServers(): { redis: RedisServer; nats: NatsServer; nc: NatsConnectio
   return servers;
 }
 
+describe('the stream deleted and made again', () => {
+  const servers = ownServers();
+
+  test('its new events, whose sequence numbers start over, are not taken for the old ones already delivered', async () => {
+    const keys = randomKeys();
+    const owner = await startGateway(podEnv(servers.redis, servers.nats), keys);
+    const client = await owner.connectUser('again', 'desk', 'u1');
+    let successor: TestGateway | undefined;
+    try {
+      for (const seq of [0, 1, 2]) await publish(servers.nc, 'websocket.again.desk.chats', { seq });
+      await waitFor(() => seqs(client).length === 3, 5000, 'the first events');
+      await (await servers.nc.jetstreamManager()).streams.delete('wa_stream');
+      // A pod that starts now makes the stream and consumer again; events it pushes to the owner
+      // carry stream sequences 1, 2, 3 once more.
+      successor = await startGateway(podEnv(servers.redis, servers.nats), keys);
+      for (const seq of [3, 4, 5]) await publish(servers.nc, 'websocket.again.desk.chats', { seq });
+      await waitFor(() => seqs(client).length === 6, 10_000, 'the events published after the stream was made again');
+      assert.deepEqual(sortedSeqs(client), [0, 1, 2, 3, 4, 5]);
+    } finally {
+      client.close();
+      await Promise.all([owner.stop(), successor?.stop()]);
+    }
+  });
+});
+
 describe('a publish larger than the stream takes', () => {
   const servers = ownServers();
 
