@@ -56,7 +56,7 @@ function installSignalHandlers(gateway: Gateway, startup: Promise<unknown>, load
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.on('SIGHUP', () => {
     try {
-      const next = loadConfig(process.argv.slice(2), process.env).config;
+      const next = loadConfig(process.argv.slice(2), process.env, loaded).config;
       const needRestart = gateway.reload(next);
       log.info({ log_level: next.log.level, limits: next.limits, need_restart: needRestart }, 'configuration reloaded');
     } catch (err) {

@@ -134,8 +134,11 @@ export function podIdOf(config: Config): string {
   return `${isIPv6(ip) ? `[${ip}]` : ip}:${config.grpc.port}`;
 }
 
-/** Reads flags, environment and the YAML file (in that precedence), validates strictly and freezes. */
-export function loadConfig(args: readonly string[], env: NodeJS.ProcessEnv): LoadedConfig {
+/**
+ * Reads flags, environment and the YAML file (in that precedence), validates strictly and freezes.
+ * On a reload, pass the running configuration: keys generated for it are kept, not generated anew.
+ */
+export function loadConfig(args: readonly string[], env: NodeJS.ProcessEnv, running?: LoadedConfig): LoadedConfig {
   const envNames = collectEnvNames(schema);
   const flagLines = unknownFlags(args);
   if (flagLines.length > 0) throw new ConfigError(flagLines);
@@ -165,7 +168,7 @@ export function loadConfig(args: readonly string[], env: NodeJS.ProcessEnv): Loa
   const production = config.env === 'production';
   if (production) lines.push(...missingKeyLines(config));
   if (lines.length > 0) throw new ConfigError(lines);
-  const generatedKeys = production ? [] : generateMissingKeys(config);
+  const generatedKeys = production ? [] : generateMissingKeys(config, running);
   return { config: deepFreeze(config), generatedKeys };
 }
 
@@ -193,13 +196,14 @@ function missingKeyLines(config: Config): string[] {
 }
 
 /** Fills empty keys with random ones so a bare `npm start` works; returns the env names it filled. */
-function generateMissingKeys(config: Config): string[] {
+function generateMissingKeys(config: Config, running: LoadedConfig | undefined): string[] {
   const mutable = config as { auth: Record<string, unknown> };
   const generated: string[] = [];
-  const fill = (name: string, field: string, value: string | string[]) => {
+  const fill = (name: string, field: 'secretToken' | 'adminSecretToken' | 'tokenAesKeys' | 'adminTokenAesKeys', value: string | string[]) => {
     const current = mutable.auth[field];
     if ((typeof current === 'string' || Array.isArray(current)) && isBlank(current)) {
-      mutable.auth[field] = value;
+      // A reload keeps what was generated at start: new keys would void every token and client URL.
+      mutable.auth[field] = running?.generatedKeys.includes(name) === true ? running.config.auth[field] : value;
       generated.push(name);
     }
   };

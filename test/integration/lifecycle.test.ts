@@ -307,6 +307,28 @@ describe('development mode prints working instructions', () => {
     }
   });
 
+  test('SIGHUP keeps the generated keys: nothing needs a restart, and the printed API key still works', { timeout: 20_000 }, async () => {
+    const proc = new GatewayProcess({ NODE_ENV: 'development', PORT: '0', ADMIN_PORT: '0', GRPC_PORT: '0' });
+    try {
+      const logged = (msg: string) => proc.stdoutLines.map(parseJson).find((l) => l?.['msg'] === msg);
+      await waitFor(() => proc.child.exitCode !== null || (logged('gateway ready') !== undefined && proc.stdoutLines.some((l) => l.includes('/generate-token'))), SPAWN_DEADLINE_MS, 'start-up');
+      proc.child.kill('SIGHUP');
+      await waitFor(() => logged('configuration reloaded') !== undefined, 5000, 'the reload');
+      assert.deepEqual(logged('configuration reloaded')?.['need_restart'], []);
+      const secretToken = /X-API-Key: ([^']+)'/.exec(proc.stdoutLines.find((l) => l.includes('/generate-token')) ?? '')?.[1] ?? '';
+      const adminPort = Number(logged('gateway ready')?.['admin_port']);
+      const minted = await fetch(`http://127.0.0.1:${adminPort}/generate-token`, {
+        method: 'POST',
+        headers: { 'x-api-key': secretToken, 'content-type': 'application/json' },
+        body: JSON.stringify({ company_id: 'acme', agent_id: 'support', user_id: 'alice', expires_in_seconds: 60 }),
+      });
+      assert.equal(minted.status, 200);
+      assert.equal(await proc.stop(), 0);
+    } finally {
+      if (proc.child.exitCode === null) proc.child.kill('SIGKILL');
+    }
+  });
+
   test('with a token key the operator set, the printed URL carries a placeholder, not a token minted under that key', { timeout: 20_000 }, async () => {
     const proc = new GatewayProcess({ NODE_ENV: 'development', PORT: '0', ADMIN_PORT: '0', GRPC_PORT: '0', TOKEN_AES_KEY: 'ab'.repeat(32) });
     try {
