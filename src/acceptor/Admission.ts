@@ -108,10 +108,16 @@ function identityOf(token: VerifiedToken): Identity {
 
 /**
  * The token's company, agent and (if given) user must match the URL. Ids a token carries are held to
- * the same rules as ids in paths: an admin id with a ":" would share a session key with a user.
+ * the same rules as ids in paths: an admin id with a ":" would share a session key with a user, and
+ * an admin scope of "*" would read as every company.
  */
 function pathMismatch(request: HandshakeRequest, token: VerifiedToken): string | undefined {
-  if (token.kind !== 'user') return isValidIdentifier(token.claims.adminId) ? undefined : 'token admin id has characters that cannot be used';
+  if (token.kind !== 'user') {
+    const { adminId, companyIdRestriction, subscribedCompanyId, subscribedAgentId } = token.claims;
+    if (!isValidIdentifier(adminId)) return 'token admin id has characters that cannot be used';
+    const scope = [companyIdRestriction, subscribedCompanyId, subscribedAgentId].filter((id) => id !== '');
+    return scope.every(isValidIdentifier) ? undefined : 'token admin scope has characters that cannot be used';
+  }
   const { claims } = token;
   if (claims.companyId !== request.companyId || claims.agentId !== request.agentId) {
     return 'token company/agent do not match the path';

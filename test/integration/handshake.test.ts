@@ -117,6 +117,13 @@ describe('handshake', () => {
     );
   });
 
+  test('an admin token whose scope is "*" (which would read as every company) is refused', async () => {
+    for (const scope of [{ companyIdRestriction: '*' }, { subscribedCompanyId: '*' }, { subscribedAgentId: 'a:b' }]) {
+      const token = adminCodec().mintAdmin({ adminId: 'scoped', ...scope, expiresAtMs: Date.now() + 60_000 });
+      await expectRefusal(await openClient(`${gw.wsBase}/ws/admin?x-api-key=${keys.adminSecretToken}&token=${encodeURIComponent(token)}`), 'InvalidToken', 4403);
+    }
+  });
+
   test('an admin token whose admin id could pass for a user identity (a ":" in it) is refused', async () => {
     // session:admin:{id} with id "support:ivan" would be the session key of user ivan of agent support of company "admin".
     const token = adminCodec().mintAdmin({ adminId: 'support:ivan', expiresAtMs: Date.now() + 60_000 });
