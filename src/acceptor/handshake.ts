@@ -23,14 +23,16 @@ export const SUBPROTOCOL = 'json.v1';
 export function readHandshake(req: HttpRequest, kind: 'user' | 'admin'): HandshakeRequest {
   const rawQuery = req.getQuery() ?? '';
   const query = new URLSearchParams(rawQuery);
+  // An empty parameter counts as absent, as Go's Query().Get reads it: `x-api-key=` leaves the header to speak.
+  const param = (name: string) => query.get(name) || undefined;
   const headerKey = req.getHeader('x-api-key');
   return {
     kind,
     companyId: kind === 'user' ? safeDecode(req.getParameter(0) ?? '') : '',
     agentId: kind === 'user' ? safeDecode(req.getParameter(1) ?? '') : '',
-    userParam: query.get('user') ?? undefined,
-    apiKey: query.get('x-api-key') ?? (headerKey === '' ? undefined : headerKey),
-    token: query.get('token') ?? undefined,
+    userParam: param('user'),
+    apiKey: param('x-api-key') ?? (headerKey === '' ? undefined : headerKey),
+    token: param('token'),
     origin: req.getHeader('origin'),
     secWebSocketKey: req.getHeader('sec-websocket-key'),
     secWebSocketProtocol: req.getHeader('sec-websocket-protocol'),

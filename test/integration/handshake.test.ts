@@ -35,13 +35,15 @@ describe('handshake', () => {
     client.close();
   });
 
-  test('the API key may come in the x-api-key header', async () => {
+  test('the API key may come in the x-api-key header, also beside empty x-api-key= and user= parameters', async () => {
     const token = await gw.mintUserToken('acme', 'support', 'bob');
-    const client = await openClient(userPath('acme', 'support', `token=${encodeURIComponent(token)}`), {
-      headers: { 'x-api-key': keys.secretToken },
-    });
-    await client.expect('ready');
-    client.close();
+    for (const extra of ['', '&x-api-key=&user=']) {
+      const client = await openClient(userPath('acme', 'support', `token=${encodeURIComponent(token)}${extra}`), {
+        headers: { 'x-api-key': keys.secretToken },
+      });
+      await client.expect('ready');
+      client.close();
+    }
   });
 
   test('a missing API key is refused with InvalidAPIKey and 4401', async () => {
