@@ -25,6 +25,13 @@ const RESTART_ONLY = [
   'server', 'admin', 'grpc', 'pod', 'redis', 'nats', 'cluster', 'auth', 'tls', 'metrics', 'websocket', 'sessions', 'lifecycle',
 ] as const satisfies ReadonlyArray<keyof Config>;
 
+/**
+ * Of SHUTDOWN_TIMEOUT_MS, the steps after the drain keep at least this much: the gRPC server's grace
+ * and the Redis commands that release sessions, routes and heartbeat. A drain that ran into it would
+ * leave them to lapse with their leases instead.
+ */
+const AFTER_DRAIN_RESERVE_MS = 2000;
+
 /** The ports a started gateway listens on. */
 export interface BoundPorts {
   readonly public: number;
@@ -165,7 +172,8 @@ export class Gateway {
       ['stop events', () => this.#events.stop()],
       [
         'close connections',
-        () => this.#acceptor.closeAll(CloseCode.GoingAway, 'going-away', this.#config.lifecycle.drainWindowMs, Math.max(0, deadline - Date.now())),
+        // The drain gets what the steps before it left, less what the steps after it need.
+        () => this.#acceptor.closeAll(CloseCode.GoingAway, 'going-away', this.#config.lifecycle.drainWindowMs, Math.max(0, deadline - Date.now() - AFTER_DRAIN_RESERVE_MS)),
       ],
       ['stop acceptor', () => this.#acceptor.stop()],
       ['stop gRPC server', () => this.#forwarding?.server.stop()],

@@ -114,13 +114,14 @@ export class Acceptor {
   }
 
   /**
-   * Closes every connection with `code`, spread evenly over `windowMs` so clients do not all
-   * reconnect at the same moment, and resolves once all are closed or `deadlineMs` passes.
+   * Closes every connection with `code`, spread evenly over `windowMs` (or over `deadlineMs`, if
+   * that is shorter) so clients do not all reconnect at the same moment, and resolves once all are
+   * closed or `deadlineMs` passes.
    */
   async closeAll(code: number, reason: string, windowMs: number, deadlineMs: number): Promise<void> {
     const started = Date.now();
     const connections = this.connections.snapshot();
-    const steps = Math.max(1, Math.floor(windowMs / DRAIN_STEP_MS));
+    const steps = Math.max(1, Math.floor(Math.min(windowMs, deadlineMs) / DRAIN_STEP_MS));
     const perStep = Math.ceil(connections.length / steps);
     for (let i = 0; i < connections.length; i += perStep) {
       for (const connection of connections.slice(i, i + perStep)) connection.close(code, reason);

@@ -710,6 +710,27 @@ describe('a consuming pod stopping', () => {
   });
 });
 
+describe('a drain window that leaves no time for the rest of the shutdown', () => {
+  const servers = ownServers();
+
+  test('DRAIN_WINDOW_MS close to SHUTDOWN_TIMEOUT_MS: the drain ends 2 s before the deadline, every connection gets 1001, and sessions are released', async () => {
+    const pod = await startGateway(podEnv(servers.redis, servers.nats, { DRAIN_WINDOW_MS: '5500', SHUTDOWN_TIMEOUT_MS: '6000' }), randomKeys());
+    // Twice as many connections as the window has 50 ms steps: spreading their closes would take all of it.
+    const clients = await Promise.all(Array.from({ length: 220 }, (_, i) => pod.connectUser('short', 'desk', `u${i}`)));
+    const startedAt = Date.now();
+    const [code, closedAfterMs] = await Promise.all([
+      pod.stop(),
+      Promise.all(clients.map(async (client) => ((await client.closeInfo(8000)).code === 1001 ? Date.now() - startedAt : Number.NaN))),
+    ]);
+    assert.equal(code, 0);
+    assert.ok(closedAfterMs.every((ms) => !Number.isNaN(ms)), 'every connection closed with 1001');
+    // The product's own deadline: 6 s, less the 2 s kept for the steps after the drain (with slack for this machine).
+    const last = Math.max(...closedAfterMs);
+    assert.ok(last < 4600, `the last connection closed ${last} ms after SIGTERM`);
+    assert.equal(await servers.redis.client.exists('session:short:desk:u0', 'session:short:desk:u219'), 0, 'the sessions were released, not left to lapse');
+  });
+});
+
 describe("an operator's consumer without a delivery limit", () => {
   const servers = ownServers();
 
