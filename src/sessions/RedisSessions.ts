@@ -250,6 +250,12 @@ export class RedisSessions implements SessionStore {
     this.#local.delete(session.holder.connectionId);
     this.metrics.leaseLosses.inc({ reason: reason === 'lease-lost' ? 'expired' : 'taken' });
     this.log.warn({ session: identityKey(session.identity), connection_id: session.holder.connectionId, reason }, 'session lease lost; closing');
+    const { member } = session;
+    if (reason === 'lease-lost' && member !== undefined) {
+      // A hung Redis still holds the renewals sent to it, and will re-assert this lease when it wakes;
+      // a removal sent now runs after them, on the same connection. Best effort: the lease lapses anyway.
+      this.redis.run('session_release', (r) => r.zrem(session.key, member)).catch(() => undefined);
+    }
     session.holder.revoke(reason);
   }
 }
