@@ -56,10 +56,21 @@ export class RedisConnection {
 
   /** Connects both clients; fails with a clear message when Redis cannot be reached in time. */
   async start(): Promise<void> {
+    const unreachable = (why: string) => new Error(`cannot reach Redis at ${redactedUrl(this.options.url)}: ${why}`);
+    // ioredis rejects a failed connect with only "Connection is closed."; the cause came as an error event.
+    let cause: Error | undefined;
+    const remember = (err: Error) => (cause = err);
+    this.commands.on('error', remember);
     const deadline = new Promise<never>((_, reject) => {
-      setTimeout(() => reject(new Error(`cannot reach Redis at ${redactedUrl(this.options.url)} within ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS).unref();
+      setTimeout(() => reject(unreachable(`no answer within ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS).unref();
     });
-    await Promise.race([Promise.all([this.commands.connect(), this.subscriber.connect()]), deadline]);
+    try {
+      await Promise.race([Promise.all([this.commands.connect(), this.subscriber.connect()]), deadline]);
+    } catch (err) {
+      throw cause === undefined ? err : unreachable(cause.message);
+    } finally {
+      this.commands.off('error', remember);
+    }
     this.#setHealthy(true);
     this.#probe = setInterval(() => void this.#checkHealth(), HEALTH_PROBE_MS);
     this.#probe.unref();

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
 import { openClient, type TestClient } from '../support/client.js';
 import { randomKeys, startGateway, type TestGateway } from '../support/gateway.js';
+import { freePort } from '../support/ports.js';
 import { waitFor } from '../support/wait.js';
 
 // Resolved as test/support/gateway.ts does: dist/test/integration → dist/src/main.js.
@@ -163,6 +164,26 @@ describe('a bad configuration exits at start with status 2 and one line per bad 
     } finally {
       await new Promise((resolve) => blocker.close(resolve));
     }
+  });
+
+  test('a Redis that refuses connections exits 1 naming the address and the cause, not "Connection is closed."', async () => {
+    const keys = randomKeys();
+    const redisPort = await freePort();
+    const proc = new GatewayProcess({
+      NODE_ENV: 'test',
+      PORT: '0',
+      ADMIN_PORT: '0',
+      GRPC_PORT: String(await freePort()),
+      REDIS_URL: `redis://127.0.0.1:${redisPort}`,
+      SECRET_TOKEN: keys.secretToken,
+      ADMIN_SECRET_TOKEN: keys.adminSecretToken,
+      TOKEN_AES_KEY: keys.tokenAesKeys.join(','),
+      ADMIN_TOKEN_AES_KEY: keys.adminTokenAesKeys.join(','),
+    });
+    const { code } = await proc.exit();
+    assert.equal(code, 1, `stdout: ${proc.stdout}\nstderr: ${proc.stderr}`);
+    const failure = proc.stdoutLines.find((l) => l.includes('start-up failed')) ?? '';
+    assert.match(failure, new RegExp(`cannot reach Redis at redis://127\\.0\\.0\\.1:${redisPort}: connect ECONNREFUSED`), proc.stdout);
   });
 });
 
