@@ -68,7 +68,9 @@ export class Admission {
     if (session.status === 'fulfilled') connection.lease = session.value;
     if (session.status === 'fulfilled' && routed.status === 'fulfilled') return { connection };
     connection.heldRoutes.length = 0;
-    await Promise.allSettled([this.routes.release(route), connection.lease?.release()]);
+    // Given back without waiting: on a hung Redis the cleanup takes a command timeout of its own,
+    // and the client would hear its refusal only after it.
+    void Promise.allSettled([this.routes.release(route), connection.lease?.release()]);
     connection.lease = undefined;
     const err: unknown = session.status === 'rejected' ? session.reason : routed.status === 'rejected' ? routed.reason : undefined;
     if (err instanceof GatewayError) return { rejection: err };
