@@ -155,9 +155,12 @@ export class RedisRoutes implements RouteRegistry {
     try {
       await this.redis.run('route_remove', (r) => r.routeRemove(key, this.podId, ROUTE_CHANGES_CHANNEL));
     } catch (err) {
-      // Left in Redis, this pod would stay an owner for as long as other pods keep the route alive.
-      this.#unreleased.add(key);
-      this.#retrySoon();
+      // Left in Redis, this pod would stay an owner for as long as other pods keep the route alive;
+      // unless a connection took the route again meanwhile, which wants it kept.
+      if (!this.#held.has(key)) {
+        this.#unreleased.add(key);
+        this.#retrySoon();
+      }
       throw err;
     }
   }
