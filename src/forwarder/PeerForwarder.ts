@@ -18,8 +18,8 @@ const BREAKER_GAUGE: Readonly<Record<BreakerState, number>> = { closed: 0, 'half
 
 interface Pending {
   readonly event: InboundEvent;
-  /** The payload's size in UTF-8. */
-  readonly bytes: number;
+  /** The payload in UTF-8, encoded once: its size bounds the batch, and it is what goes on the wire. */
+  readonly payload: Buffer;
   readonly resolve: () => void;
   readonly reject: (err: Error) => void;
 }
@@ -181,9 +181,9 @@ class Peer {
   }
 
   async #send(batch: readonly Pending[]): Promise<BatchResult> {
-    const events: WireEvent[] = batch.map(({ event }) => ({
+    const events: WireEvent[] = batch.map(({ event, payload }) => ({
       subject: event.subject,
-      payload: Buffer.from(event.payload, 'utf8'),
+      payload,
       request_id: event.requestId,
       published_at_ms: event.publishedAtMs,
       delivery_key: event.delivery?.key ?? '',
@@ -245,9 +245,9 @@ export class PeerForwarder implements PeerPush {
     const peer = this.#peer(podId);
     peer.lastUsedMs = Date.now();
     return new Promise((resolve, reject) => {
-      const bytes = Buffer.byteLength(event.payload, 'utf8');
-      peer.queue.push({ event, bytes, resolve, reject });
-      peer.queuedBytes += bytes;
+      const payload = Buffer.from(event.payload, 'utf8');
+      peer.queue.push({ event, payload, resolve, reject });
+      peer.queuedBytes += payload.length;
       if (hasFullBatch(peer)) this.#flush(peer);
       else if (!peer.flushScheduled) {
         peer.flushScheduled = true;
@@ -325,9 +325,9 @@ function takeBatch(peer: Peer): Pending[] {
   let count = 0;
   let bytes = 0;
   for (const pending of peer.queue) {
-    if (count === MAX_BATCH || (count > 0 && bytes + pending.bytes > MAX_BATCH_BYTES)) break;
+    if (count === MAX_BATCH || (count > 0 && bytes + pending.payload.length > MAX_BATCH_BYTES)) break;
     count++;
-    bytes += pending.bytes;
+    bytes += pending.payload.length;
   }
   peer.queuedBytes -= bytes;
   return peer.queue.splice(0, count);

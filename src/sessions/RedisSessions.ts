@@ -167,8 +167,12 @@ export class RedisSessions implements SessionStore {
     if (session === undefined) return;
     this.#local.delete(connectionId);
     const { member } = session;
-    // ZREM removes only our own member, so a lease another connection took over is left alone.
-    if (member !== undefined) await this.redis.run('session_release', (r) => r.zrem(session.key, member));
+    if (member !== undefined) await this.#removeLease(session.key, member);
+  }
+
+  /** ZREM removes only our own member, so a lease another connection took over is left alone. */
+  async #removeLease(key: string, member: string): Promise<void> {
+    await this.redis.run('session_release', (r) => r.zrem(key, member));
   }
 
   #onKill(message: string): void {
@@ -254,7 +258,7 @@ export class RedisSessions implements SessionStore {
     if (reason === 'lease-lost' && member !== undefined) {
       // A hung Redis still holds the renewals sent to it, and will re-assert this lease when it wakes;
       // a removal sent now runs after them, on the same connection. Best effort: the lease lapses anyway.
-      this.redis.run('session_release', (r) => r.zrem(session.key, member)).catch(() => undefined);
+      this.#removeLease(session.key, member).catch(() => undefined);
     }
     session.holder.revoke(reason);
   }

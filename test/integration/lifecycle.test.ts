@@ -4,7 +4,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
 import { openClient, type TestClient } from '../support/client.js';
-import { randomKeys, startGateway, type TestGateway } from '../support/gateway.js';
+import { keyEnv, randomKeys, startGateway, type TestGateway } from '../support/gateway.js';
 import { freePort } from '../support/ports.js';
 import { waitFor } from '../support/wait.js';
 
@@ -112,10 +112,8 @@ describe('a bad configuration exits at start with status 2 and one line per bad 
     const badKey = `${keys.tokenAesKeys[0] ?? ''}ff`;
     const proc = new GatewayProcess({
       NODE_ENV: 'production',
-      SECRET_TOKEN: keys.secretToken,
-      ADMIN_SECRET_TOKEN: keys.adminSecretToken,
+      ...keyEnv(keys),
       TOKEN_AES_KEY: badKey,
-      ADMIN_TOKEN_AES_KEY: keys.adminTokenAesKeys.join(','),
     });
     const { code } = await proc.exit();
     assert.equal(code, EXIT_BAD_CONFIG);
@@ -153,10 +151,7 @@ describe('a bad configuration exits at start with status 2 and one line per bad 
         PORT: String(port),
         ADMIN_PORT: '0',
         GRPC_PORT: '0',
-        SECRET_TOKEN: keys.secretToken,
-        ADMIN_SECRET_TOKEN: keys.adminSecretToken,
-        TOKEN_AES_KEY: keys.tokenAesKeys.join(','),
-        ADMIN_TOKEN_AES_KEY: keys.adminTokenAesKeys.join(','),
+        ...keyEnv(keys),
       });
       const { code } = await proc.exit();
       assert.equal(code, 1, `stdout: ${proc.stdout}\nstderr: ${proc.stderr}`);
@@ -175,10 +170,7 @@ describe('a bad configuration exits at start with status 2 and one line per bad 
       ADMIN_PORT: '0',
       GRPC_PORT: String(await freePort()),
       REDIS_URL: `redis://127.0.0.1:${redisPort}`,
-      SECRET_TOKEN: keys.secretToken,
-      ADMIN_SECRET_TOKEN: keys.adminSecretToken,
-      TOKEN_AES_KEY: keys.tokenAesKeys.join(','),
-      ADMIN_TOKEN_AES_KEY: keys.adminTokenAesKeys.join(','),
+      ...keyEnv(keys),
     });
     const { code } = await proc.exit();
     assert.equal(code, 1, `stdout: ${proc.stdout}\nstderr: ${proc.stderr}`);

@@ -161,6 +161,16 @@ export function randomKeys(): TestKeys {
 }
 
 /** Runs the compiled gateway with `env` on top of test defaults (port 0, quiet logs); resolves when ready. */
+/** The settings that give a gateway process these keys. */
+export function keyEnv(keys: TestKeys): Record<string, string> {
+  return {
+    SECRET_TOKEN: keys.secretToken,
+    ADMIN_SECRET_TOKEN: keys.adminSecretToken,
+    TOKEN_AES_KEY: keys.tokenAesKeys.join(','),
+    ADMIN_TOKEN_AES_KEY: keys.adminTokenAesKeys.join(','),
+  };
+}
+
 export async function startGateway(
   env: Record<string, string> = {},
   keys: TestKeys = randomKeys(),
@@ -177,10 +187,7 @@ export async function startGateway(
       GRPC_PORT: String(await freePort()),
       HOST: '127.0.0.1',
       ADMIN_HOST: '127.0.0.1',
-      SECRET_TOKEN: keys.secretToken,
-      ADMIN_SECRET_TOKEN: keys.adminSecretToken,
-      TOKEN_AES_KEY: keys.tokenAesKeys.join(','),
-      ADMIN_TOKEN_AES_KEY: keys.adminTokenAesKeys.join(','),
+      ...keyEnv(keys),
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
