@@ -34,6 +34,7 @@ export class Metrics {
   readonly routesHeld: Gauge;
   readonly eventsRedelivered: Counter;
   readonly natsUp: Gauge;
+  readonly natsConsuming: Gauge;
   readonly consumerPending: Gauge<'kind'>;
   readonly grpcForwardDuration: Histogram<'outcome'>;
   readonly grpcForwardErrors: Counter<'peer' | 'reason'>;
@@ -165,6 +166,11 @@ export class Metrics {
     this.natsUp = new Gauge({
       name: `${prefix}nats_up`,
       help: '1 while connected to NATS, 0 otherwise (only with NATS_URL).',
+      registers,
+    });
+    this.natsConsuming = new Gauge({
+      name: `${prefix}nats_consuming`,
+      help: '1 while the pod pulls from the shared JetStream consumer, 0 while it makes a lost stream or consumer again (only with NATS_URL).',
       registers,
     });
     this.consumerPending = new Gauge({

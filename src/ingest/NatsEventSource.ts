@@ -1,13 +1,16 @@
 import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   AckPolicy,
   connect,
   ConsumerEvents,
   credsAuthenticator,
+  DeliverPolicy,
   ErrorCode,
   headers as natsHeaders,
   nanos,
   NatsError,
+  type ConsumerInfo,
   type ConsumerMessages,
   type JetStreamClient,
   type JsMsg,
@@ -53,8 +56,20 @@ const ACK_GATHER_MS = 5;
 const DISPATCH_FAILURE_MAX_NAK_MS = 30_000;
 /** How long each step of a stopping pod's goodbye to NATS waits for an answer. */
 const NATS_STOP_LIMIT_MS = 2000;
+/** Pulling again after the consumer was lost waits this long at first, doubling up to PULL_RETRY_MAX_MS. */
+const PULL_RETRY_MS = 1000;
+const PULL_RETRY_MAX_MS = 5000;
 /** The consumer notices that are not debug chatter. */
 const NOTICES: ReadonlySet<string> = new Set(Object.values(ConsumerEvents));
+
+/**
+ * How far the shared consumer had got, as last read: a consumer remade in the same stream starts
+ * after its ack floor. A stream made anew (its creation time differs) numbers its events from 1.
+ */
+interface ConsumerProgress {
+  readonly streamCreated: string;
+  readonly ackFloor: number;
+}
 
 /**
  * Events from NATS JetStream: every pod pulls from one durable consumer, so each event is handled
@@ -66,6 +81,9 @@ export class NatsEventSource implements EventSource {
   #jetstream: JetStreamClient | undefined;
   #messages: ConsumerMessages | undefined;
   #consuming: Promise<void> | undefined;
+  readonly #stopping = new AbortController();
+  #streamCreated = '';
+  #progress: ConsumerProgress | undefined;
   #pendingPoll: NodeJS.Timeout | undefined;
   #maxDeliver: number;
   #connected = false;
@@ -100,10 +118,7 @@ export class NatsEventSource implements EventSource {
     void this.#watchStatus(connection);
     await this.#ensureStreamAndConsumer(connection);
     this.#jetstream = connection.jetstream();
-    const consumer = await this.#jetstream.consumers.get(this.options.stream, this.options.consumer);
-    this.#messages = await consumer.consume({ max_messages: this.options.maxInFlight, expires: PULL_EXPIRES_MS });
-    this.#consuming = this.#consume(this.#messages, sink);
-    void this.#watchConsumer(this.#messages);
+    this.#consuming = this.#keepConsuming(await this.#pull(this.#jetstream), connection, sink);
     this.#pendingPoll = setInterval(() => void this.#pollPending(), PENDING_POLL_MS);
     this.#pendingPoll.unref();
   }
@@ -135,6 +150,7 @@ export class NatsEventSource implements EventSource {
    * the rest of the shutdown (closing connections with 1001, releasing sessions) goes on.
    */
   async stop(): Promise<void> {
+    this.#stopping.abort();
     clearInterval(this.#pendingPoll);
     const answered = this.#messages === undefined || (await stopPulling(this.#messages));
     await this.#consuming;
@@ -165,10 +181,10 @@ export class NatsEventSource implements EventSource {
     const manager = await connection.jetstreamManager();
     const { stream, consumer } = this.options;
     try {
-      await this.#timed('stream_info', () => manager.streams.info(stream));
+      this.#streamCreated = (await this.#timed('stream_info', () => manager.streams.info(stream))).created;
     } catch (err) {
       if (apiErrorCode(err) !== STREAM_NOT_FOUND) throw err;
-      await this.#timed('stream_add', () => manager.streams.add({ name: stream, subjects: [SUBJECTS] }));
+      this.#streamCreated = (await this.#timed('stream_add', () => manager.streams.add({ name: stream, subjects: [SUBJECTS] }))).created;
       this.log.info({ stream }, 'created the JetStream stream');
     }
     try {
@@ -177,8 +193,13 @@ export class NatsEventSource implements EventSource {
       // none (-1, NATS's default) means its events are retried for as long as it takes.
       const limit = info.config.max_deliver;
       this.#maxDeliver = limit !== undefined && limit > 0 ? limit : Number.POSITIVE_INFINITY;
+      this.#noteProgress(ackFloorOf(info));
     } catch (err) {
       if (apiErrorCode(err) !== CONSUMER_NOT_FOUND) throw err;
+      // Remade while the pods ran (deleted, or NATS lost it): after what the lost consumer had acked,
+      // so neither the stream's history is replayed nor the events published meanwhile are skipped.
+      const progress = this.#progress;
+      const startAfter = progress !== undefined && progress.streamCreated === this.#streamCreated ? progress.ackFloor : 0;
       await this.#timed('consumer_add', () =>
         manager.consumers.add(stream, {
           durable_name: consumer,
@@ -186,9 +207,62 @@ export class NatsEventSource implements EventSource {
           ack_wait: nanos(this.options.ackWaitMs),
           max_deliver: this.options.maxDeliver,
           filter_subject: SUBJECTS,
+          ...(startAfter === 0 ? {} : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: startAfter + 1 }),
         }),
       );
-      this.log.info({ stream, consumer }, 'created the durable JetStream consumer');
+      this.#maxDeliver = this.options.maxDeliver;
+      this.#noteProgress(startAfter);
+      this.log.info({ stream, consumer, start_sequence: startAfter + 1 }, 'created the durable JetStream consumer');
+    }
+  }
+
+  #noteProgress(ackFloor: number): void {
+    this.#progress = { streamCreated: this.#streamCreated, ackFloor };
+  }
+
+  /** Starts pulling from the shared consumer. */
+  async #pull(jetstream: JetStreamClient): Promise<ConsumerMessages> {
+    const consumer = await jetstream.consumers.get(this.options.stream, this.options.consumer);
+    // Without the abort, nats.js waits for a lost stream or consumer to come back by itself.
+    const messages = await consumer.consume({ max_messages: this.options.maxInFlight, expires: PULL_EXPIRES_MS, abort_on_missing_resource: true });
+    this.#messages = messages;
+    this.metrics.natsConsuming.set(1);
+    void this.#watchConsumer(messages);
+    return messages;
+  }
+
+  /**
+   * Handles events until stop(). Pulling ends by itself when the consumer or its stream is lost
+   * (deleted, or NATS restarted without its store) or NATS refuses a pull: then the stream and
+   * consumer are made again where missing, and pulling starts over, with backoff.
+   */
+  async #keepConsuming(first: ConsumerMessages, connection: NatsConnection, sink: EventSink): Promise<void> {
+    let messages = first;
+    for (;;) {
+      try {
+        await this.#consume(messages, sink);
+      } catch (err) {
+        if (!this.#stopping.signal.aborted) this.log.error({ err }, 'stopped pulling from the JetStream consumer; making sure it exists and pulling again');
+      }
+      if (this.#stopping.signal.aborted) return;
+      this.metrics.natsConsuming.set(0);
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await sleep(Math.min(PULL_RETRY_MS * 2 ** attempt, PULL_RETRY_MAX_MS), undefined, { signal: this.#stopping.signal });
+          await this.#ensureStreamAndConsumer(connection);
+          messages = await this.#pull(connection.jetstream());
+          break;
+        } catch (err) {
+          if (this.#stopping.signal.aborted) return;
+          this.log.warn({ err, attempt }, 'could not pull from the JetStream consumer yet');
+        }
+      }
+      // stop() came while the pull was being set up: it stopped the previous one.
+      if (this.#stopping.signal.aborted) {
+        await stopPulling(messages);
+        return;
+      }
+      this.log.info('pulling from the JetStream consumer again');
     }
   }
 
@@ -288,6 +362,7 @@ export class NatsEventSource implements EventSource {
         const consumer = await jetstream.consumers.get(this.options.stream, this.options.consumer);
         return consumer.info(true);
       });
+      this.#noteProgress(ackFloorOf(info));
       this.metrics.consumerPending.set({ kind: 'pending' }, info.num_pending);
       this.metrics.consumerPending.set({ kind: 'ack_pending' }, info.num_ack_pending);
     } catch (err) {
@@ -330,6 +405,15 @@ async function finishesWithin(work: Promise<unknown>, limitMs: number): Promise<
   const finished = await Promise.race([done, late]);
   clearTimeout(timer);
   return finished;
+}
+
+/**
+ * The last stream sequence up to which the consumer has nothing left to deliver or ack. A consumer
+ * that has delivered nothing yet reports a floor of 0 but starts after its delivered mark (its
+ * start sequence less one, or the stream's end when it was made).
+ */
+function ackFloorOf(info: ConsumerInfo): number {
+  return info.delivered.consumer_seq === 0 ? info.delivered.stream_seq : info.ack_floor.stream_seq;
 }
 
 function apiErrorCode(err: unknown): number | undefined {

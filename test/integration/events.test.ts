@@ -80,6 +80,27 @@ class SteadyPublisher {
   }
 }
 
+async function consumerExists(nc: NatsConnection): Promise<boolean> {
+  const jsm = await nc.jetstreamManager();
+  return jsm.consumers.info('wa_stream', 'ws_fanout').then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Waits out the pods' reading of the consumer's ack floor (every 5 s), where a consumer they remake starts. */
+async function pastPodsAckFloorRead(): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, 5500));
+}
+
+/** Events the pods pulled from NATS for the first time, all pods together. */
+async function firstPulls(pods: readonly TestGateway[]): Promise<number> {
+  const counts = await Promise.all(
+    pods.map(async (pod) => (await pod.metric('switchboard_events_in_total{source="nats"}')) - (await pod.metric('switchboard_events_redelivered_total'))),
+  );
+  return counts.reduce((sum, n) => sum + n, 0);
+}
+
 describe('events across pods', () => {
   let redis: RedisServer;
   let nats: NatsServer;
@@ -221,6 +242,53 @@ describe('events across pods', () => {
     for (let seq = 0; seq < 20; seq++) await publish(nc, 'websocket.rst.desk.chats', { seq });
     await waitFor(() => seqs(client).length >= 20, 20_000, 'the events published after the restart');
     assert.deepEqual([...new Set(seqs(client))].sort((x, y) => x - y), Array.from({ length: 20 }, (_, i) => i));
+    client.close();
+  });
+
+  test('the consumer deleted under the pods: they make it again after what it had acked, and no event published meanwhile is lost', async () => {
+    const client = await pods[2]!.connectUser('gone', 'desk', 'u1');
+    const jsm = await nc.jetstreamManager();
+    await publish(nc, 'websocket.gone.desk.chats', { seq: 0 });
+    await waitFor(() => seqs(client).length >= 1, 5000, 'the event before the deletion');
+    await waitFor(async () => (await jsm.consumers.info('wa_stream', 'ws_fanout')).num_ack_pending === 0, 5000, 'the event acked');
+    await pastPodsAckFloorRead();
+    const pulledBefore = await firstPulls(pods);
+    await jsm.consumers.delete('wa_stream', 'ws_fanout');
+    for (let seq = 1; seq <= 5; seq++) await publish(nc, 'websocket.gone.desk.chats', { seq });
+    await waitFor(() => consumerExists(nc), 15_000, 'a pod to make the consumer again');
+    for (let seq = 6; seq <= 20; seq++) await publish(nc, 'websocket.gone.desk.chats', { seq });
+    await waitFor(() => seqs(client).length >= 21, 15_000, 'the events published during the gap and after it');
+    await waitFor(async () => (await Promise.all(pods.map((pod) => pod.metric('switchboard_nats_consuming')))).every((up) => up === 1), 10_000, 'every pod pulling again');
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.deepEqual(sortedSeqs(client), Array.from({ length: 21 }, (_, i) => i), 'each event once');
+    // Every pod skips an event it wrote recently, so a replayed history shows in what the pods pulled, not on the client.
+    assert.equal((await firstPulls(pods)) - pulledBefore, 20, 'the remade consumer delivered the 20 new events and nothing of the stream\'s history');
+    client.close();
+  });
+
+  test('NATS restarted with an empty store: the pods make the stream and consumer again, from the new stream\'s first event', async () => {
+    const client = await pods[0]!.connectUser('wiped', 'desk', 'u1');
+    const jsm = await nc.jetstreamManager();
+    const publishRange = async (from: number, to: number) => {
+      for (let seq = from; seq < to; seq++) await publish(nc, 'websocket.wiped.desk.chats', { seq });
+    };
+    await publishRange(0, 10);
+    await waitFor(() => seqs(client).length >= 10, 5000, 'the events before the restart');
+    await pastPodsAckFloorRead();
+    await nats.restartEmpty();
+    await waitFor(() => consumerExists(nc), 20_000, 'a pod to make the stream and consumer again');
+    await publishRange(10, 30);
+    await waitFor(() => seqs(client).length >= 30, 20_000, 'the events published after the restart');
+    await pastPodsAckFloorRead();
+    // Made again by someone else this time, with events in it before the pods make the consumer: the
+    // new stream numbers them from 1, and a consumer made after the old stream's ack floor would skip them.
+    await nats.restartEmpty();
+    await jsm.streams.add({ name: 'wa_stream', subjects: ['websocket.>'] });
+    await publishRange(30, 50);
+    await waitFor(() => consumerExists(nc), 20_000, 'a pod to make the consumer again');
+    await waitFor(() => seqs(client).length >= 50, 20_000, 'the events published to the new stream');
+    assert.deepEqual(sortedSeqs(client), Array.from({ length: 50 }, (_, i) => i));
+    await waitFor(async () => (await Promise.all(pods.map((pod) => pod.metric('switchboard_nats_consuming')))).every((up) => up === 1), 10_000, 'every pod pulling again');
     client.close();
   });
 });

@@ -69,6 +69,18 @@ export class NatsServer {
   async restart(): Promise<void> {
     await this.#kill();
     await this.#launch();
+    await this.#clientReconnected();
+  }
+
+  /** Stops the server and starts it again with an empty store: every stream, consumer and message is gone. */
+  async restartEmpty(): Promise<void> {
+    await this.#kill();
+    rmSync(this.#storeDir, { recursive: true, force: true });
+    await this.#launch();
+    await this.#clientReconnected();
+  }
+
+  async #clientReconnected(): Promise<void> {
     if (this.#client !== undefined) {
       const nc = await this.#client;
       await waitFor(

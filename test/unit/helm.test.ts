@@ -773,6 +773,7 @@ describe('deploy/', () => {
       'SwitchboardConsumerLag',
       'SwitchboardRedisDown',
       'SwitchboardNatsDown',
+      'SwitchboardNotConsuming',
       'SwitchboardPodNotReady',
       'SwitchboardPodDown',
     ]) {
