@@ -17,7 +17,7 @@ declare module 'ioredis' {
   interface RedisCommander<Context> {
     sessionAcquire(key: string, podId: string, connectionId: string, leaseMs: number, limit: number, podPrefix: string, killPrefix: string, revokedPrefix: string): Result<string[], Context>;
     sessionRenew(keyCount: number, ...keysMembersLeaseLimit: Array<string | number>): Result<number[], Context>;
-    sessionDisconnect(key: string, killPrefix: string, revokedPrefix: string, leaseMs: number): Result<number, Context>;
+    sessionDisconnect(key: string, killPrefix: string, revokedPrefix: string, leaseMs: number, podPrefix: string): Result<number, Context>;
     sessionForget(key: string, memberSuffix: string): Result<number, Context>;
   }
 }
@@ -124,7 +124,7 @@ export class RedisSessions implements SessionStore {
   }
 
   async disconnect(identity: Identity): Promise<boolean> {
-    const closed = await this.redis.run('session_disconnect', (r) => r.sessionDisconnect(sessionKey(identity), KILL_PREFIX, REVOKED_PREFIX, this.lease.leaseMs));
+    const closed = await this.redis.run('session_disconnect', (r) => r.sessionDisconnect(sessionKey(identity), KILL_PREFIX, REVOKED_PREFIX, this.lease.leaseMs, POD_PREFIX));
     return closed > 0;
   }
 

@@ -89,6 +89,14 @@ describe('cluster on Redis', () => {
     assert.equal((await a().admin('POST', '/admin/disconnect', keys.adminSecretToken, { admin_id: 'root' })).status, 404);
   });
 
+  test('an admin disconnect of a session whose only leases have lapsed or name a dead pod answers 404', async () => {
+    const key = 'session:acme:support:ghost';
+    await redis.client.zadd(key, '1', `000000000000001|${a().podId}|lapsed`, String(Date.now() + 60_000), '000000000000002|10.9.9.9:50051|on-a-dead-pod');
+    const res = await a().admin('POST', '/admin/disconnect', keys.adminSecretToken, { company_id: 'acme', agent_id: 'support', user_id: 'ghost' });
+    assert.equal(res.status, 404, 'no live session to disconnect');
+    assert.equal(await redis.client.exists(key), 0, 'the dead leases are gone');
+  });
+
   test('an admin disconnect the holding pod did not hear (its Redis connection was down) closes the session at its next renewal', async () => {
     const gate = await TcpGate.start(redis.port);
     // A longer lease, so the pod keeps its session through the outage and has to decide at renewal.
