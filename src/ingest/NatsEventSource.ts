@@ -13,6 +13,7 @@ import {
   type ConsumerInfo,
   type ConsumerMessages,
   type JetStreamClient,
+  type JetStreamManager,
   type JsMsg,
   type NatsConnection,
   type Subscription,
@@ -79,11 +80,13 @@ interface ConsumerProgress {
 export class NatsEventSource implements EventSource {
   #connection: NatsConnection | undefined;
   #jetstream: JetStreamClient | undefined;
+  #manager: JetStreamManager | undefined;
   #messages: ConsumerMessages | undefined;
   #consuming: Promise<void> | undefined;
   readonly #stopping = new AbortController();
-  #streamCreated = '';
   #progress: ConsumerProgress | undefined;
+  /** Events pulled so far: a pull that ended after delivering some resets the retry backoff. */
+  #received = 0;
   #pendingPoll: NodeJS.Timeout | undefined;
   #maxDeliver: number;
   #connected = false;
@@ -116,9 +119,12 @@ export class NatsEventSource implements EventSource {
     this.#connection = connection;
     this.#setConnected(true);
     void this.#watchStatus(connection);
-    await this.#ensureStreamAndConsumer(connection);
-    this.#jetstream = connection.jetstream();
-    this.#consuming = this.#keepConsuming(await this.#pull(this.#jetstream), connection, sink);
+    const manager = await connection.jetstreamManager();
+    this.#manager = manager;
+    await this.#ensureStreamAndConsumer(manager);
+    const jetstream = connection.jetstream();
+    this.#jetstream = jetstream;
+    this.#consuming = this.#keepConsuming(await this.#pull(jetstream), manager, jetstream, sink);
     this.#pendingPoll = setInterval(() => void this.#pollPending(), PENDING_POLL_MS);
     this.#pendingPoll.unref();
   }
@@ -177,14 +183,14 @@ export class NatsEventSource implements EventSource {
     }
   }
 
-  async #ensureStreamAndConsumer(connection: NatsConnection): Promise<void> {
-    const manager = await connection.jetstreamManager();
+  async #ensureStreamAndConsumer(manager: JetStreamManager): Promise<void> {
     const { stream, consumer } = this.options;
+    let streamCreated: string;
     try {
-      this.#streamCreated = (await this.#timed('stream_info', () => manager.streams.info(stream))).created;
+      streamCreated = (await this.#timed('stream_info', () => manager.streams.info(stream))).created;
     } catch (err) {
       if (apiErrorCode(err) !== STREAM_NOT_FOUND) throw err;
-      this.#streamCreated = (await this.#timed('stream_add', () => manager.streams.add({ name: stream, subjects: [SUBJECTS] }))).created;
+      streamCreated = (await this.#timed('stream_add', () => manager.streams.add({ name: stream, subjects: [SUBJECTS] }))).created;
       this.log.info({ stream }, 'created the JetStream stream');
     }
     try {
@@ -193,13 +199,13 @@ export class NatsEventSource implements EventSource {
       // none (-1, NATS's default) means its events are retried for as long as it takes.
       const limit = info.config.max_deliver;
       this.#maxDeliver = limit !== undefined && limit > 0 ? limit : Number.POSITIVE_INFINITY;
-      this.#noteProgress(ackFloorOf(info));
+      this.#progress = { streamCreated, ackFloor: ackFloorOf(info) };
     } catch (err) {
       if (apiErrorCode(err) !== CONSUMER_NOT_FOUND) throw err;
       // Remade while the pods ran (deleted, or NATS lost it): after what the lost consumer had acked,
       // so neither the stream's history is replayed nor the events published meanwhile are skipped.
       const progress = this.#progress;
-      const startAfter = progress !== undefined && progress.streamCreated === this.#streamCreated ? progress.ackFloor : 0;
+      const startAfter = progress !== undefined && progress.streamCreated === streamCreated ? progress.ackFloor : 0;
       await this.#timed('consumer_add', () =>
         manager.consumers.add(stream, {
           durable_name: consumer,
@@ -211,13 +217,9 @@ export class NatsEventSource implements EventSource {
         }),
       );
       this.#maxDeliver = this.options.maxDeliver;
-      this.#noteProgress(startAfter);
+      this.#progress = { streamCreated, ackFloor: startAfter };
       this.log.info({ stream, consumer, start_sequence: startAfter + 1 }, 'created the durable JetStream consumer');
     }
-  }
-
-  #noteProgress(ackFloor: number): void {
-    this.#progress = { streamCreated: this.#streamCreated, ackFloor };
   }
 
   /** Starts pulling from the shared consumer. */
@@ -236,25 +238,36 @@ export class NatsEventSource implements EventSource {
    * (deleted, or NATS restarted without its store) or NATS refuses a pull: then the stream and
    * consumer are made again where missing, and pulling starts over, with backoff.
    */
-  async #keepConsuming(first: ConsumerMessages, connection: NatsConnection, sink: EventSink): Promise<void> {
+  async #keepConsuming(first: ConsumerMessages, manager: JetStreamManager, jetstream: JetStreamClient, sink: EventSink): Promise<void> {
     let messages = first;
+    let retries = 0;
     for (;;) {
+      const receivedBefore = this.#received;
       try {
         await this.#consume(messages, sink);
       } catch (err) {
-        if (!this.#stopping.signal.aborted) this.log.error({ err }, 'stopped pulling from the JetStream consumer; making sure it exists and pulling again');
+        // Also a NATS cluster electing the consumer's leader (503): then nothing is missing.
+        if (!this.#stopping.signal.aborted) this.log.warn({ err }, 'stopped pulling from the JetStream consumer; making sure it exists and pulling again');
       }
       if (this.#stopping.signal.aborted) return;
       this.metrics.natsConsuming.set(0);
-      for (let attempt = 0; ; attempt++) {
+      // A pull refused again and again backs off; one that delivered events starts over at the first delay.
+      if (this.#received > receivedBefore) retries = 0;
+      for (;;) {
+        const delayMs = Math.min(PULL_RETRY_MS * 2 ** retries, PULL_RETRY_MAX_MS);
+        retries++;
         try {
-          await sleep(Math.min(PULL_RETRY_MS * 2 ** attempt, PULL_RETRY_MAX_MS), undefined, { signal: this.#stopping.signal });
-          await this.#ensureStreamAndConsumer(connection);
-          messages = await this.#pull(connection.jetstream());
+          const { signal } = this.#stopping;
+          await sleep(delayMs, undefined, { signal });
+          // NATS requests wait out their own timeouts (5 s) when NATS is away: stop() does not wait for them.
+          messages = await untilAborted(
+            this.#ensureStreamAndConsumer(manager).then(() => this.#pull(jetstream)),
+            signal,
+          );
           break;
         } catch (err) {
           if (this.#stopping.signal.aborted) return;
-          this.log.warn({ err, attempt }, 'could not pull from the JetStream consumer yet');
+          this.log.warn({ err, retries }, 'could not pull from the JetStream consumer yet');
         }
       }
       // stop() came while the pull was being set up: it stopped the previous one.
@@ -268,6 +281,7 @@ export class NatsEventSource implements EventSource {
 
   async #consume(messages: ConsumerMessages, sink: EventSink): Promise<void> {
     for await (const message of messages) {
+      this.#received++;
       // The consumer's buffer bounds what is pulled, not what is being handled: bound that here.
       if (this.#inFlight.size >= this.options.maxInFlight) await Promise.race(this.#inFlight);
       const handling = this.#handle(message, sink).finally(() => this.#inFlight.delete(handling));
@@ -355,14 +369,15 @@ export class NatsEventSource implements EventSource {
   }
 
   async #pollPending(): Promise<void> {
-    const jetstream = this.#jetstream;
-    if (jetstream === undefined || !this.#connected) return;
+    const manager = this.#manager;
+    if (manager === undefined || !this.#connected) return;
+    const { stream, consumer } = this.options;
     try {
-      const info = await this.#timed('consumer_info', async () => {
-        const consumer = await jetstream.consumers.get(this.options.stream, this.options.consumer);
-        return consumer.info(true);
-      });
-      this.#noteProgress(ackFloorOf(info));
+      // The stream first: should it be made anew in between, the floor read after is tagged with the
+      // old stream, and a consumer remade from it starts at the new stream's first event, skipping none.
+      const { created } = await this.#timed('stream_info', () => manager.streams.info(stream));
+      const info = await this.#timed('consumer_info', () => manager.consumers.info(stream, consumer));
+      this.#progress = { streamCreated: created, ackFloor: ackFloorOf(info) };
       this.metrics.consumerPending.set({ kind: 'pending' }, info.num_pending);
       this.metrics.consumerPending.set({ kind: 'ack_pending' }, info.num_ack_pending);
     } catch (err) {
@@ -405,6 +420,16 @@ async function finishesWithin(work: Promise<unknown>, limitMs: number): Promise<
   const finished = await Promise.race([done, late]);
   clearTimeout(timer);
   return finished;
+}
+
+/** Settles as `work` does, or rejects as soon as `signal` aborts (`work` then goes on unheeded). */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const abort = (): void => reject(new Error('stopped'));
+    if (signal.aborted) abort();
+    signal.addEventListener('abort', abort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', abort));
+  });
 }
 
 /**

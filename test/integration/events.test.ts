@@ -776,6 +776,27 @@ describe('a consuming pod stopping', () => {
       servers.nats.resume();
     }
   });
+
+  test('NATS hung while the pod remakes a lost consumer: SIGTERM does not wait for its requests, and the pod exits 0 within the shutdown timeout', async () => {
+    const pod = await startGateway(podEnv(servers.redis, servers.nats, { NATS_CONSUMER: 'remake_check', DRAIN_WINDOW_MS: '500', SHUTDOWN_TIMEOUT_MS: '5000' }), randomKeys());
+    try {
+      await (await servers.nc.jetstreamManager()).consumers.delete('wa_stream', 'remake_check');
+      // At once when the pull hears of the deletion, or within two missed heartbeats (5 s) and a lookup.
+      await waitFor(() => pod.logLines((l) => l['msg'] === 'stopped pulling from the JetStream consumer; making sure it exists and pulling again').length > 0, 15_000, 'the pod to notice');
+      // Hung before the first retry (1 s later): its requests then wait out their 5 s timeouts.
+      servers.nats.pause();
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 1500));
+        const startedAt = Date.now();
+        const code = await pod.stop();
+        assert.equal(code, 0, `exited after ${Date.now() - startedAt} ms`);
+      } finally {
+        servers.nats.resume();
+      }
+    } finally {
+      await pod.stop();
+    }
+  });
 });
 
 describe('a drain window that leaves no time for the rest of the shutdown', () => {
