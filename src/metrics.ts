@@ -170,7 +170,7 @@ export class Metrics {
     });
     this.natsConsuming = new Gauge({
       name: `${prefix}nats_consuming`,
-      help: '1 while the pod pulls from the shared JetStream consumer, 0 while it makes a lost stream or consumer again (only with NATS_URL).',
+      help: '1 while the pod has a pull set up on the shared JetStream consumer, 0 while it makes a lost stream or consumer again (only with NATS_URL).',
       registers,
     });
     this.consumerPending = new Gauge({

@@ -202,8 +202,9 @@ export class NatsEventSource implements EventSource {
       this.#progress = { streamCreated, ackFloor: ackFloorOf(info) };
     } catch (err) {
       if (apiErrorCode(err) !== CONSUMER_NOT_FOUND) throw err;
-      // Remade while the pods ran (deleted, or NATS lost it): after what the lost consumer had acked,
-      // so neither the stream's history is replayed nor the events published meanwhile are skipped.
+      // Made for the first time, it starts at the stream's first event. Remade while the pod ran
+      // (deleted, or NATS lost it), it starts after what the lost consumer had acked, so neither is
+      // the stream's history replayed nor an event published meanwhile skipped.
       const progress = this.#progress;
       const startAfter = progress !== undefined && progress.streamCreated === streamCreated ? progress.ackFloor : 0;
       await this.#timed('consumer_add', () =>
