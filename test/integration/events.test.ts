@@ -140,6 +140,9 @@ describe('events across pods', () => {
       // Every pod handles some of these, and so remembers the route as owned by `first` alone.
       for (let seq = 0; seq < 15; seq++) await publish(nc, `websocket.co.${agent}.chats`, { event_id: `w${round}-${seq}`, seq });
       await waitFor(() => seqs(early).length >= 15, 10_000, 'the warm-up events');
+      // Acked means their route confirms are done: a client ready within those few milliseconds
+      // may get the event too (by design), so join only after them.
+      await waitFor(async () => (await (await nc.jetstreamManager()).consumers.info('wa_stream', 'ws_fanout')).num_ack_pending === 0, 5000, 'the warm-up events acked');
       const late = await joiner.connectUser('co', agent, 'late');
       for (let seq = 15; seq < 45; seq++) await publish(nc, `websocket.co.${agent}.chats`, { event_id: `w${round}-${seq}`, seq });
       const expected = Array.from({ length: 30 }, (_, i) => i + 15);
