@@ -3,6 +3,7 @@ import { GatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { execAll, scanAll, type RedisConnection } from '../redis/RedisConnection.js';
+import { POD_PREFIX } from '../routes/RedisPods.js';
 import {
   identityKey,
   type Identity,
@@ -51,7 +52,6 @@ const KEY_PREFIX = 'session:';
 const KILL_PREFIX = 'session_kill:';
 /** Left by an admin disconnect for one lease, so a renewal does not bring the session back. */
 const REVOKED_PREFIX = 'session_revoked:';
-const POD_PREFIX = 'pod:';
 const SCAN_BATCH = 500;
 /** Sessions renewed by one script call: a few milliseconds of Redis time at most. */
 const RENEW_BATCH = 200;

@@ -88,6 +88,16 @@ async function consumerExists(nc: NatsConnection): Promise<boolean> {
   );
 }
 
+/** True once the shared consumer has no event out unacked. */
+async function allAcked(nc: NatsConnection): Promise<boolean> {
+  return (await (await nc.jetstreamManager()).consumers.info('wa_stream', 'ws_fanout')).num_ack_pending === 0;
+}
+
+/** True once every pod has a pull set up on the consumer. */
+async function everyPodPulling(pods: readonly TestGateway[]): Promise<boolean> {
+  return (await Promise.all(pods.map((pod) => pod.metric('switchboard_nats_consuming')))).every((up) => up === 1);
+}
+
 /** Waits out the pods' reading of the consumer's ack floor (every 5 s), where a consumer they remake starts. */
 async function pastPodsAckFloorRead(): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, 5500));
@@ -142,7 +152,7 @@ describe('events across pods', () => {
       await waitFor(() => seqs(early).length >= 15, 10_000, 'the warm-up events');
       // Acked means their route confirms are done: a client ready within those few milliseconds
       // may get the event too (by design), so join only after them.
-      await waitFor(async () => (await (await nc.jetstreamManager()).consumers.info('wa_stream', 'ws_fanout')).num_ack_pending === 0, 5000, 'the warm-up events acked');
+      await waitFor(() => allAcked(nc), 5000, 'the warm-up events acked');
       const late = await joiner.connectUser('co', agent, 'late');
       for (let seq = 15; seq < 45; seq++) await publish(nc, `websocket.co.${agent}.chats`, { event_id: `w${round}-${seq}`, seq });
       const expected = Array.from({ length: 30 }, (_, i) => i + 15);
@@ -253,7 +263,7 @@ describe('events across pods', () => {
     const jsm = await nc.jetstreamManager();
     await publish(nc, 'websocket.gone.desk.chats', { seq: 0 });
     await waitFor(() => seqs(client).length >= 1, 5000, 'the event before the deletion');
-    await waitFor(async () => (await jsm.consumers.info('wa_stream', 'ws_fanout')).num_ack_pending === 0, 5000, 'the event acked');
+    await waitFor(() => allAcked(nc), 5000, 'the event acked');
     await pastPodsAckFloorRead();
     const pulledBefore = await firstPulls(pods);
     await jsm.consumers.delete('wa_stream', 'ws_fanout');
@@ -261,7 +271,7 @@ describe('events across pods', () => {
     await waitFor(() => consumerExists(nc), 15_000, 'a pod to make the consumer again');
     for (let seq = 6; seq <= 20; seq++) await publish(nc, 'websocket.gone.desk.chats', { seq });
     await waitFor(() => seqs(client).length >= 21, 15_000, 'the events published during the gap and after it');
-    await waitFor(async () => (await Promise.all(pods.map((pod) => pod.metric('switchboard_nats_consuming')))).every((up) => up === 1), 10_000, 'every pod pulling again');
+    await waitFor(() => everyPodPulling(pods), 10_000, 'every pod pulling again');
     await new Promise((resolve) => setTimeout(resolve, 500));
     assert.deepEqual(sortedSeqs(client), Array.from({ length: 21 }, (_, i) => i), 'each event once');
     // Every pod skips an event it wrote recently, so a replayed history shows in what the pods pulled, not on the client.
@@ -291,7 +301,7 @@ describe('events across pods', () => {
     await waitFor(() => consumerExists(nc), 20_000, 'a pod to make the consumer again');
     await waitFor(() => seqs(client).length >= 50, 20_000, 'the events published to the new stream');
     assert.deepEqual(sortedSeqs(client), Array.from({ length: 50 }, (_, i) => i));
-    await waitFor(async () => (await Promise.all(pods.map((pod) => pod.metric('switchboard_nats_consuming')))).every((up) => up === 1), 10_000, 'every pod pulling again');
+    await waitFor(() => everyPodPulling(pods), 10_000, 'every pod pulling again');
     client.close();
   });
 });
