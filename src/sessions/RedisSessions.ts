@@ -113,7 +113,7 @@ export class RedisSessions implements SessionStore {
       this.#local.delete(holder.connectionId);
       this.metrics.sessionAcquisitions.inc({ result: 'unavailable' });
       // A timeout may hide a script that ran. Best effort: if Redis is gone, the lease expires.
-      this.redis.run('session_forget', (r) => r.sessionForget(key, `|${this.podId}|${holder.connectionId}`)).catch(() => undefined);
+      this.#forget(key, holder.connectionId).catch(() => undefined);
       throw err;
     }
     const [member, ...evicted] = reply;
@@ -168,6 +168,16 @@ export class RedisSessions implements SessionStore {
     this.#local.delete(connectionId);
     const { member } = session;
     if (member !== undefined) await this.#removeLease(session.key, member);
+    // Still being acquired (the pod is stopping): the lease the acquire makes goes too.
+    else await this.#forget(session.key, connectionId);
+  }
+
+  /**
+   * Removes this pod's lease for `connectionId` whatever its member: sent on the connection that
+   * sent the acquire, it runs after it, so a lease whose acquire is still out is removed too.
+   */
+  async #forget(key: string, connectionId: string): Promise<void> {
+    await this.redis.run('session_forget', (r) => r.sessionForget(key, `|${this.podId}|${connectionId}`));
   }
 
   /** ZREM removes only our own member, so a lease another connection took over is left alone. */

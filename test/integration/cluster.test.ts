@@ -568,4 +568,29 @@ describe('cluster faults', () => {
     assert.ok(!(await redis.client.smembers('route:admins')).includes(gateway.podId));
     stay.close();
   });
+
+  test('a pod stopped while a handshake waits on a hung Redis removes the lease that handshake makes once Redis answers', async () => {
+    // Commands wait this long on a hung Redis: past the moment the pod releases its sessions.
+    const gateway = await pod({ REDIS_COMMAND_TIMEOUT_MS: '5000' });
+    const url = await gateway.userUrl('late', 'desk', 'lee');
+    redis.pause();
+    let late: TestClient | undefined;
+    try {
+      late = await openClient(url);
+      // Its session acquire now waits on Redis.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      gateway.child.kill('SIGTERM');
+      // With no connection to drain, the pod closes its port and goes straight on to release its sessions.
+      await waitFor(async () => !(await fetch(`${gateway.httpBase}/health`).then(() => true, () => false)), 3000, 'the pod to close its port');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    } finally {
+      redis.resume();
+    }
+    try {
+      assert.equal(await gateway.exited, 0);
+      assert.equal(await redis.client.zcard('session:late:desk:lee'), 0, 'no lease left by the handshake that was out');
+    } finally {
+      late?.close();
+    }
+  });
 });
