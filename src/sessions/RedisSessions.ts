@@ -66,6 +66,8 @@ export class RedisSessions implements SessionStore {
   readonly #local = new Map<string, LocalSession>();
   readonly #releaseById = (connectionId: string) => this.#release(connectionId);
   #renewTimer: NodeJS.Timeout | undefined;
+  /** Renewal passes under way: the scheduled one, and a re-assertion after Redis lost its data. */
+  #renewPasses = 0;
   #sweepTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -89,7 +91,11 @@ export class RedisSessions implements SessionStore {
       if (from === channel) this.#onKill(message);
     });
     await this.redis.subscriber.subscribe(channel);
-    this.#renewTimer = setInterval(() => void this.renewAll(), this.lease.renewIntervalMs);
+    // A pass on a hung Redis takes a command timeout per batch, which can outlast the period: the
+    // next one waits for a period of its own rather than pile the same renewals on a waking Redis.
+    this.#renewTimer = setInterval(() => {
+      if (this.#renewPasses === 0) void this.renewAll();
+    }, this.lease.renewIntervalMs);
     this.#sweepTimer = setInterval(() => this.#closeLapsed(), Math.min(1000, this.lease.renewIntervalMs / 4));
     this.#renewTimer.unref();
     this.#sweepTimer.unref();
@@ -199,6 +205,15 @@ export class RedisSessions implements SessionStore {
    * queued ahead of it, and a batch that fails costs only its own sessions their renewal.
    */
   async renewAll(): Promise<void> {
+    this.#renewPasses++;
+    try {
+      await this.#renewPass();
+    } finally {
+      this.#renewPasses--;
+    }
+  }
+
+  async #renewPass(): Promise<void> {
     const sessions = [...this.#local.values()].filter((s) => s.member !== undefined);
     let reasserted = 0;
     let failed = 0;
@@ -239,7 +254,8 @@ export class RedisSessions implements SessionStore {
         return;
       }
       if (status === 2) reasserted++;
-      if (status === 1 || status === 2) session.leaseUntilMs = sentAtMs + this.lease.leaseMs;
+      // A re-assertion may run beside the scheduled pass: an answer to the older renewal never shortens the lease.
+      if (status === 1 || status === 2) session.leaseUntilMs = Math.max(session.leaseUntilMs, sentAtMs + this.lease.leaseMs);
     });
     return reasserted;
   }

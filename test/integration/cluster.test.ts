@@ -569,6 +569,29 @@ describe('cluster faults', () => {
     stay.close();
   });
 
+  test('on a hung Redis, a session renewal that outlasts its period is not joined by the next one', async () => {
+    // 401 sessions renew in three calls, each waiting out a 1 s command timeout on the hung Redis:
+    // one pass takes 3 s of a 1 s period. The long lease keeps every session open meanwhile.
+    const gateway = await pod({ REDIS_COMMAND_TIMEOUT_MS: '1000', LEASE_TTL_MS: '20000', LEASE_RENEW_INTERVAL_MS: '1000' });
+    const users = await Promise.all(Array.from({ length: 401 }, (_, i) => gateway.connectUser('renew', 'desk', `u${i}`)));
+    const failedRenewals = () => gateway.metric('switchboard_redis_op_duration_seconds_count{op="session_renew",outcome="error"}');
+    try {
+      const before = await failedRenewals();
+      redis.pause();
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 5000));
+      } finally {
+        redis.resume();
+      }
+      // One pass at a time fails one call a second, so about 5 in 5 s; a pass starting every period beside it fails 9 or more.
+      const failed = (await failedRenewals()) - before;
+      assert.ok(failed >= 3 && failed <= 6, `${failed} renewal calls failed while Redis hung for 5 s`);
+      assert.ok(users.every((user) => user.isOpen), 'every session outlived the outage');
+    } finally {
+      for (const user of users) user.close();
+    }
+  });
+
   test('a pod stopped while a handshake waits on a hung Redis removes the lease that handshake makes once Redis answers', async () => {
     // Commands wait this long on a hung Redis: past the moment the pod releases its sessions.
     const gateway = await pod({ REDIS_COMMAND_TIMEOUT_MS: '5000' });
