@@ -49,8 +49,11 @@ const DRAIN_STEP_MS = 50;
 // would see 1006), so the limit leaves room for what one sweep interval can bring past the ceiling.
 const BACKPRESSURE_FACTOR = 4;
 const MIN_BACKPRESSURE_HEADROOM_BYTES = 1024 * 1024;
-// Frames a client may send before `ready`; they are replayed in order once it is sent.
+// Frames a client may send before `ready`, and their bytes in all; they are replayed in order
+// once it is sent. The byte bound keeps a socket whose handshake waits on Redis to one frame's
+// worth of memory (the frames a client sends are small), not 16 × MAX_FRAME_BYTES.
 const MAX_EARLY_FRAMES = 16;
+const MAX_EARLY_BYTES = 64 * 1024;
 
 /** The public listener: WebSocket endpoints, /health and /ready on uWebSockets.js. */
 export class Acceptor {
@@ -254,14 +257,16 @@ export class Acceptor {
     const { connection } = data;
     if (connection === undefined || !connection.ready) {
       data.early ??= [];
-      if (data.early.length < MAX_EARLY_FRAMES) {
+      const heldBytes = data.early.reduce((bytes, frame) => bytes + frame.message.byteLength, message.byteLength);
+      if (data.early.length < MAX_EARLY_FRAMES && heldBytes <= MAX_EARLY_BYTES) {
         data.early.push({ message: message.slice(0), isBinary });
         return;
       }
       // No rate limit or send-buffer ceiling applies before `ready`: a client that keeps sending is
       // closed rather than answered once per frame. (The handshake still running sees it closed.)
+      const excess = data.early.length < MAX_EARLY_FRAMES ? `${MAX_EARLY_BYTES} bytes` : `${MAX_EARLY_FRAMES} frames`;
       ws.cork(() => {
-        ws.send(errorFrame({ code: 'BadRequest', message: `more than ${MAX_EARLY_FRAMES} frames before "ready"` }), false);
+        ws.send(errorFrame({ code: 'BadRequest', message: `more than ${excess} before "ready"` }), false);
         ws.end(ERRORS.BadRequest.close, ERRORS.BadRequest.reason);
       });
       return;

@@ -519,6 +519,25 @@ describe('cluster faults', () => {
     await gateway.stop();
   });
 
+  test('while its handshake waits on a hung Redis, a client that sends more than 64 KiB in frames is closed with 4400', async () => {
+    const gateway = await pod({ REDIS_COMMAND_TIMEOUT_MS: '3000' });
+    const url = await gateway.userUrl('bulk', 'desk', 'bo');
+    redis.pause();
+    try {
+      const client = await openClient(url);
+      // Each frame is under MAX_FRAME_BYTES (64 KiB); the two together are not.
+      const frame = JSON.stringify({ type: 'select_chat', chat_id: 'c1', filler: 'x'.repeat(40 * 1024) });
+      client.ws.send(frame);
+      client.ws.send(frame);
+      const closed = await client.closeInfo(2000);
+      assert.equal(closed.code, 4400, `closed with ${closed.code}, after ${JSON.stringify(client.raw)}`);
+      assert.match(client.raw[0] ?? '', /more than 65536 bytes before \\"ready\\"/);
+    } finally {
+      redis.resume();
+    }
+    await gateway.stop();
+  });
+
   test('Redis restarted empty: every session, route and heartbeat is re-asserted and no connection is closed', async () => {
     const gateway = await pod();
     const user = await gateway.connectUser('restart', 'desk', 'rita');
