@@ -1,6 +1,7 @@
 import * as uWS from 'uWebSockets.js';
 import type { HttpResponse, TemplatedApp, us_listen_socket, us_socket_context_t, WebSocket } from 'uWebSockets.js';
 import type { Authenticator } from '../auth/Authenticator.js';
+import type { VerifiedToken } from '../auth/TokenCache.js';
 import { CloseCode, ERRORS, GatewayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redactUrl } from '../log.js';
@@ -175,19 +176,19 @@ export class Acceptor {
     res.onAborted(() => {
       aborted = true;
     });
-    let refusal: GatewayError | undefined;
+    let checked: VerifiedToken | GatewayError;
     try {
-      refusal = await this.#admission.precheckCached(request, Date.now());
+      checked = await this.#admission.precheckCached(request, Date.now());
     } catch (err) {
       this.deps.log.error({ err, url: redactUrl(request.url) }, 'handshake failed unexpectedly');
-      refusal = new GatewayError('InternalServerError', 'internal error');
+      checked = new GatewayError('InternalServerError', 'internal error');
     }
     if (aborted) return;
-    res.cork(() => (refusal === undefined ? this.#upgrade(res, request, context) : this.#refuseUpgrade(res, request, refusal)));
+    res.cork(() => (checked instanceof GatewayError ? this.#refuseUpgrade(res, request, checked) : this.#upgrade(res, request, context, checked)));
   }
 
-  #upgrade(res: HttpResponse, request: HandshakeRequest, context: us_socket_context_t): void {
-    const data: SocketData = { request, connection: undefined, early: undefined, closed: false };
+  #upgrade(res: HttpResponse, request: HandshakeRequest, context: us_socket_context_t, verified?: VerifiedToken): void {
+    const data: SocketData = { request, verified, connection: undefined, early: undefined, closed: false };
     res.upgrade<SocketData>(data, request.secWebSocketKey, chooseSubprotocol(request.secWebSocketProtocol), request.secWebSocketExtensions, context);
   }
 
@@ -199,12 +200,13 @@ export class Acceptor {
   /** Runs the handshake for an open socket: refusal → error frame and close; success → route, `ready`, early frames. */
   async #establish(ws: WebSocket<SocketData>): Promise<void> {
     const data = ws.getUserData();
-    const { request } = data;
+    const { request, verified } = data;
     if (request === undefined) return;
     data.request = undefined;
+    data.verified = undefined;
     let outcome: Admitted;
     try {
-      outcome = this.#accepting ? await this.#admission.admit(request, Date.now()) : { rejection: shuttingDown() };
+      outcome = this.#accepting ? await this.#admission.admit(request, Date.now(), verified) : { rejection: shuttingDown() };
     } catch (err) {
       this.deps.log.error({ err, url: redactUrl(request.url) }, 'handshake failed unexpectedly');
       outcome = { rejection: new GatewayError('InternalServerError', 'internal error') };

@@ -37,20 +37,23 @@ export class Admission {
     return result instanceof GatewayError ? result : undefined;
   }
 
-  /** The credentials checked through the token cache, for a precheck that asked for it. */
-  async precheckCached(request: HandshakeRequest, nowMs: number): Promise<GatewayError | undefined> {
-    const result = this.#checkAuth(request, await this.authenticator.authenticate(request.kind, request.apiKey, request.token, nowMs));
-    return result instanceof GatewayError ? result : undefined;
+  /**
+   * The credentials checked through the token cache, for a precheck that asked for it: the token
+   * the cache vouched for (handed to `admit`, so the handshake does not ask again), or the refusal.
+   */
+  async precheckCached(request: HandshakeRequest, nowMs: number): Promise<VerifiedToken | GatewayError> {
+    return this.#checkAuth(request, await this.authenticator.authenticate(request.kind, request.apiKey, request.token, nowMs));
   }
 
   /**
    * The whole handshake: credentials (through the token cache), then the session and the route
    * of the connection's agent (or of admins). An admitted connection holds both; a refused one neither.
+   * `verified` is what `precheckCached` answered for this request, if it was asked.
    */
-  async admit(request: HandshakeRequest, nowMs: number): Promise<Admitted> {
+  async admit(request: HandshakeRequest, nowMs: number, verified?: VerifiedToken): Promise<Admitted> {
     const badPath = this.#checkPath(request);
     if (badPath !== undefined) return { rejection: badPath };
-    const auth = this.#checkAuth(request, await this.authenticator.authenticate(request.kind, request.apiKey, request.token, nowMs));
+    const auth = verified ?? this.#checkAuth(request, await this.authenticator.authenticate(request.kind, request.apiKey, request.token, nowMs));
     if (auth instanceof GatewayError) return { rejection: auth };
     const connection = new Connection(
       randomUUID(),

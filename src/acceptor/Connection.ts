@@ -1,5 +1,6 @@
 import type { WebSocket } from 'uWebSockets.js';
 import type { AdminClaims } from '../auth/tokenCodec.js';
+import type { VerifiedToken } from '../auth/TokenCache.js';
 import { CloseCode, ERRORS, GatewayError } from '../errors.js';
 import type { ConnectionType } from '../metrics.js';
 import type { Route } from '../routes/RouteRegistry.js';
@@ -21,6 +22,8 @@ export interface EarlyFrame {
 export interface SocketData {
   /** Dropped once the handshake is over: it carries the token and is not needed after. */
   request: HandshakeRequest | undefined;
+  /** The token the token cache vouched for before the upgrade (REJECT_BEFORE_UPGRADE), so the handshake does not ask again. */
+  verified: VerifiedToken | undefined;
   /** Set once the handshake admitted the connection. */
   connection: Connection | undefined;
   /** Frames that came before `ready`, replayed once it is sent; created only when one comes. */

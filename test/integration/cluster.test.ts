@@ -304,8 +304,12 @@ describe('cluster on Redis', () => {
         await waitFor(async () => (await redis.client.exists(cacheKey)) === 1, 2000, 'the verified token in the cache');
         const ttl = await redis.client.pttl(cacheKey);
         assert.ok(ttl > 0 && ttl <= 30_000, `cached for at most 30 s (PTTL ${ttl})`);
+        const cacheReads = () => stranger.metric('switchboard_redis_op_duration_seconds_count{op="token_cache_get",outcome="ok"}');
+        const readsBefore = await cacheReads();
         const viaCache = track(await openClient(query(stranger, token)));
         await viaCache.expect('ready');
+        // Answering before the upgrade, the pod hands what the cache said on to the handshake.
+        assert.equal(await cacheReads(), readsBefore + 1, 'one cache read for the connect');
       } finally {
         await stranger.stop();
       }
