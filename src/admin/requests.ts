@@ -31,8 +31,15 @@ export const MAX_EXPIRES_IN_SECONDS = 30 * 24 * 3600;
 
 type Body = Record<string, unknown>;
 
+/** The fields each request takes; any other is refused. */
+const USER_SESSION_FIELDS = ['company_id', 'agent_id', 'user_id'] as const;
+const USER_TOKEN_FIELDS = [...USER_SESSION_FIELDS, 'expires_in_seconds'];
+const ADMIN_TOKEN_FIELDS = ['admin_id', 'expires_in_seconds', 'subscribed_company_id', 'subscribed_agent_id', 'company_id_restriction'];
+const PUBLISH_FIELDS = ['subject', 'payload', 'headers'];
+const DISCONNECT_FIELDS = [...USER_SESSION_FIELDS, 'admin_id'];
+
 export function parseUserTokenRequest(body: unknown): Parsed<UserTokenRequest> {
-  return withObject(body, (b) => ({
+  return withObject(body, USER_TOKEN_FIELDS, (b) => ({
     companyId: identifier(b, 'company_id'),
     agentId: identifier(b, 'agent_id'),
     userId: identifier(b, 'user_id'),
@@ -41,17 +48,25 @@ export function parseUserTokenRequest(body: unknown): Parsed<UserTokenRequest> {
 }
 
 export function parseAdminTokenRequest(body: unknown): Parsed<AdminTokenRequest> {
-  return withObject(body, (b) => ({
-    adminId: identifier(b, 'admin_id'),
-    expiresInSeconds: expiresIn(b),
-    subscribedCompanyId: optionalIdentifier(b, 'subscribed_company_id'),
-    subscribedAgentId: optionalIdentifier(b, 'subscribed_agent_id'),
-    companyIdRestriction: optionalIdentifier(b, 'company_id_restriction'),
-  }));
+  return withObject(body, ADMIN_TOKEN_FIELDS, (b) => {
+    const request = {
+      adminId: identifier(b, 'admin_id'),
+      expiresInSeconds: expiresIn(b),
+      subscribedCompanyId: optionalIdentifier(b, 'subscribed_company_id'),
+      subscribedAgentId: optionalIdentifier(b, 'subscribed_agent_id'),
+      companyIdRestriction: optionalIdentifier(b, 'company_id_restriction'),
+    };
+    const { subscribedCompanyId, companyIdRestriction } = request;
+    // Such a token would see no event at all: a mistake, not a scope.
+    if (subscribedCompanyId !== '' && companyIdRestriction !== '' && subscribedCompanyId !== companyIdRestriction) {
+      throw new InvalidField('"subscribed_company_id" must equal "company_id_restriction" when both are given');
+    }
+    return request;
+  });
 }
 
 export function parsePublishRequest(body: unknown): Parsed<PublishRequest> {
-  return withObject(body, (b) => {
+  return withObject(body, PUBLISH_FIELDS, (b) => {
     const subject = b['subject'];
     if (typeof subject !== 'string' || subject === '') throw new InvalidField('"subject" must be a non-empty string');
     const payload = b['payload'];
@@ -63,6 +78,10 @@ export function parsePublishRequest(body: unknown): Parsed<PublishRequest> {
     if (stringEntries.length !== entries.length) throw new InvalidField('"headers" values must be strings');
     const bad = stringEntries.find(([name, value]) => !HEADER_NAME.test(name) || /[\r\n]/.test(value));
     if (bad !== undefined) throw new InvalidField(`"headers": ${JSON.stringify(bad[0])} must be a header name (letters, digits and !#$%&'*+-.^_\`|~) with a value on one line`);
+    const control = stringEntries.find(([name]) => /^nats-/i.test(name) && name.toLowerCase() !== 'nats-msg-id');
+    // They tell JetStream how to store the message (expected stream or sequence, rollup, TTL…); one it
+    // refuses would be refused on every retry, while the caller heard "try again later".
+    if (control !== undefined) throw new InvalidField(`"headers": ${JSON.stringify(control[0])} is a NATS control header; of those only Nats-Msg-Id may be set`);
     // One spelling of the request id, whatever case the caller wrote it in: NATS headers are read case-sensitively.
     const named = stringEntries.map(([name, value]): [string, string] => [name.toLowerCase() === 'x-request-id' ? REQUEST_ID_HEADER : name, value]);
     return { subject, payload: payloadText(payload), headers: Object.fromEntries(named) };
@@ -70,11 +89,15 @@ export function parsePublishRequest(body: unknown): Parsed<PublishRequest> {
 }
 
 export function parseDisconnectRequest(body: unknown): Parsed<Identity> {
-  return withObject(body, (b): Identity =>
-    b['admin_id'] !== undefined
-      ? { kind: 'admin', adminId: identifier(b, 'admin_id') }
-      : { kind: 'user', companyId: identifier(b, 'company_id'), agentId: identifier(b, 'agent_id'), userId: identifier(b, 'user_id') },
-  );
+  return withObject(body, DISCONNECT_FIELDS, (b): Identity => {
+    const userFields = USER_SESSION_FIELDS.filter((name) => b[name] !== undefined);
+    if (b['admin_id'] === undefined) {
+      if (userFields.length === 0) throw new InvalidField('name a session: "company_id", "agent_id" and "user_id", or "admin_id"');
+      return { kind: 'user', companyId: identifier(b, 'company_id'), agentId: identifier(b, 'agent_id'), userId: identifier(b, 'user_id') };
+    }
+    if (userFields.length > 0) throw new InvalidField('name one session: "admin_id", or "company_id", "agent_id" and "user_id", not both');
+    return { kind: 'admin', adminId: identifier(b, 'admin_id') };
+  });
 }
 
 /** An HTTP token (RFC 9110 §5.6.2): what NATS accepts as a header name. */
@@ -93,8 +116,14 @@ function payloadText(payload: Body): string {
 /** Thrown by the field readers; withObject turns it into a 400 message. */
 class InvalidField extends Error {}
 
-function withObject<T>(body: unknown, parse: (b: Body) => T): Parsed<T> {
+/**
+ * Parses a body that must be a JSON object of `fields` only: a misspelt field would otherwise be
+ * dropped without a word (a token scope mistyped would mint a token that sees every company).
+ */
+function withObject<T>(body: unknown, fields: readonly string[], parse: (b: Body) => T): Parsed<T> {
   if (!isObject(body)) return { ok: false, message: 'body must be a JSON object' };
+  const unknown = Object.keys(body).find((name) => !fields.includes(name));
+  if (unknown !== undefined) return { ok: false, message: `unknown field ${JSON.stringify(unknown)}; this request takes ${fields.map((name) => `"${name}"`).join(', ')}` };
   try {
     return { ok: true, value: parse(body) };
   } catch (err) {

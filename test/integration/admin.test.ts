@@ -102,6 +102,10 @@ describe('admin API', () => {
       ['/admin/publish', gw.keys.adminSecretToken, { subject: 'websocket.a.b.chats', payload: {}, headers: { trace: 'x\r\ny: z' } }, /"trace" must be a header name .* one line/],
       ['/admin/publish', gw.keys.adminSecretToken, `{"subject":"websocket.a.b.chats","payload":{"p":${'['.repeat(100_000)}${']'.repeat(100_000)}}}`, /nested too deeply/],
       ['/admin/disconnect', gw.keys.adminSecretToken, { company_id: 'acme' }, /agent_id/],
+      ['/admin/disconnect', gw.keys.adminSecretToken, { admin_id: 'root', company_id: 'acme' }, /not both/],
+      ['/admin/generate-token', gw.keys.adminSecretToken, { admin_id: 'a', expires_in_seconds: 60, company_restriction: 'acme' }, /unknown field "company_restriction"/],
+      ['/admin/generate-token', gw.keys.adminSecretToken, { admin_id: 'a', expires_in_seconds: 60, company_id_restriction: 'acme', subscribed_company_id: 'globex' }, /must equal/],
+      ['/admin/publish', gw.keys.adminSecretToken, { subject: 'websocket.a.b.chats', payload: {}, headers: { 'Nats-Expected-Stream': 'x' } }, /NATS control header/],
     ];
     for (const [path, key, body, message] of cases) {
       const res = await gw.admin('POST', path, key, body);

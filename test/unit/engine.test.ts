@@ -109,4 +109,37 @@ describe('admin request parsing', () => {
     });
     assert.equal(parseDisconnectRequest({ admin_id: '' }).ok, false);
   });
+
+  test('a field no request takes is refused by name, so a misspelt one never goes unnoticed', () => {
+    assert.deepEqual(parseAdminTokenRequest({ admin_id: 'x', expires_in_seconds: 5, company_restriction: 'acme' }), {
+      ok: false,
+      message: 'unknown field "company_restriction"; this request takes "admin_id", "expires_in_seconds", "subscribed_company_id", "subscribed_agent_id", "company_id_restriction"',
+    });
+    assert.match(messageOf(parseUserTokenRequest({ company_id: 'c', agent_id: 'a', user_id: 'u', expires_in_seconds: 5, user: 'u' })), /unknown field "user"/);
+    assert.match(messageOf(parsePublishRequest({ subject: 's', payload: {}, header: {} })), /unknown field "header"/);
+    assert.match(messageOf(parseDisconnectRequest({ user: 'u' })), /unknown field "user"/);
+  });
+
+  test('an admin token scoped to two different companies is refused: it would see nothing', () => {
+    const scoped = { admin_id: 'x', expires_in_seconds: 5, company_id_restriction: 'acme' };
+    assert.match(messageOf(parseAdminTokenRequest({ ...scoped, subscribed_company_id: 'globex' })), /"subscribed_company_id" must equal "company_id_restriction"/);
+    assert.equal(parseAdminTokenRequest({ ...scoped, subscribed_company_id: 'acme' }).ok, true);
+  });
+
+  test('disconnect names exactly one session', () => {
+    assert.match(messageOf(parseDisconnectRequest({})), /name a session: "company_id", "agent_id" and "user_id", or "admin_id"/);
+    assert.match(messageOf(parseDisconnectRequest({ admin_id: 'root', user_id: 'u' })), /name one session: .* not both/);
+  });
+
+  test('publish refuses NATS control headers other than Nats-Msg-Id', () => {
+    assert.match(messageOf(parsePublishRequest({ subject: 's', payload: {}, headers: { 'Nats-Expected-Stream': 'x' } })), /"Nats-Expected-Stream" is a NATS control header/);
+    assert.match(messageOf(parsePublishRequest({ subject: 's', payload: {}, headers: { 'nats-rollup': 'all' } })), /"nats-rollup" is a NATS control header/);
+    assert.deepEqual(parsePublishRequest({ subject: 's', payload: {}, headers: { 'Nats-Msg-Id': 'm-1' } }), { ok: true, value: { subject: 's', payload: '{}', headers: { 'Nats-Msg-Id': 'm-1' } } });
+  });
 });
+
+/** The refusal's message; fails the test if the request was accepted. */
+function messageOf(parsed: { readonly ok: true } | { readonly ok: false; readonly message: string }): string {
+  assert.ok(!parsed.ok, 'refused');
+  return parsed.message;
+}
