@@ -5,6 +5,12 @@ import YAML from 'yaml';
 import { schema, type Config } from './schema.js';
 
 const HEX_KEY = /^[0-9a-fA-F]{64}$/;
+/** What a client can send in an X-API-Key header or a query parameter and have arrive unchanged. */
+const SENDABLE_API_KEY = /^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$/;
+/** A NATS subject one can publish to: tokens of no whitespace or wildcard, joined by dots. */
+const PUBLISH_SUBJECT = /^[^\s.*>]+(\.[^\s.*>]+)*$/;
+/** An Origin header as browsers send it (RFC 6454 serialization): lower-case scheme and host, no path. */
+const ORIGIN = /^[a-z][a-z0-9+.-]*:\/\/[^\s/?#A-Z]+$/;
 /** DESIGN.md §3: a verified token is cached for at most 30 s. */
 const MAX_TOKEN_CACHE_TTL_MS = 30_000;
 
@@ -28,7 +34,21 @@ const toInteger = (value: unknown) => (typeof value === 'string' && /^\s*\d+\s*$
 convict.addFormat({
   name: 'positive-int',
   validate(value: unknown) {
-    if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) throw new Error('must be a positive whole number');
+    // Past 2^53 digits no longer parse to the number written.
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) throw new Error(`must be a whole number from 1 to ${Number.MAX_SAFE_INTEGER}`);
+  },
+  coerce: toInteger,
+});
+
+/** uWebSockets.js keeps its frame and send-buffer limits (4 × these) in 32-bit integers. */
+const MAX_BYTE_SIZE = 256 * 1024 * 1024;
+
+convict.addFormat({
+  name: 'byte-size',
+  validate(value: unknown) {
+    if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0 || value > MAX_BYTE_SIZE) {
+      throw new Error(`must be a whole number of bytes from 1 to ${MAX_BYTE_SIZE} (256 MiB)`);
+    }
   },
   coerce: toInteger,
 });
@@ -220,10 +240,18 @@ function isBlank(value: string | readonly string[]): boolean {
 
 function crossChecks(config: Config): string[] {
   const lines: string[] = [];
-  const { secretToken, adminSecretToken } = config.auth;
+  const { secretToken, adminSecretToken, tokenAesKeys, adminTokenAesKeys } = config.auth;
   if (secretToken !== '' && secretToken === adminSecretToken) {
     lines.push('ADMIN_SECRET_TOKEN: must differ from SECRET_TOKEN, or the user key would open the admin API');
   }
+  for (const [name, key] of [['SECRET_TOKEN', secretToken], ['ADMIN_SECRET_TOKEN', adminSecretToken]] as const) {
+    // Clients send it in a header or a URL: one that could never arrive as written would refuse every client.
+    if (key !== '' && !SENDABLE_API_KEY.test(key)) {
+      lines.push(`${name}: must be printable ASCII without leading or trailing whitespace (a trailing newline from a secret file?), or no client could send it`);
+    }
+  }
+  const shared = tokenAesKeys.find((key) => adminTokenAesKeys.some((adminKey) => adminKey.toLowerCase() === key.toLowerCase()));
+  if (shared !== undefined) lines.push('ADMIN_TOKEN_AES_KEY: must not share a key with TOKEN_AES_KEY: user and admin tokens are sealed with different keys');
   const ports = [
     ['PORT', config.server.port],
     ['ADMIN_PORT', config.admin.port],
@@ -264,8 +292,16 @@ function crossChecks(config: Config): string[] {
   if (config.nats.url !== '' && !config.nats.url.split(',').every((url) => /^(nats|tls):\/\/./.test(url.trim()))) {
     lines.push('NATS_URL: must be nats://host:port or tls://host:port (comma-separated for several servers)');
   }
-  if (config.nats.deadLetterSubject.startsWith('websocket.')) {
+  const { deadLetterSubject } = config.nats;
+  if (deadLetterSubject.startsWith('websocket.')) {
     lines.push('NATS_DEAD_LETTER_SUBJECT: must be outside websocket.>, or dead events would be consumed again');
+  } else if (deadLetterSubject !== '' && !PUBLISH_SUBJECT.test(deadLetterSubject)) {
+    // Found out otherwise only when the first event dies and its publish fails.
+    lines.push('NATS_DEAD_LETTER_SUBJECT: must be a subject to publish to: dot-separated tokens without spaces or wildcards (* and >)');
+  }
+  const badOrigin = config.websocket.allowedOrigins.find((origin) => !ORIGIN.test(origin));
+  if (badOrigin !== undefined) {
+    lines.push(`ALLOWED_ORIGINS: ${JSON.stringify(badOrigin)} is not an origin as browsers send it: scheme://host[:port] in lower case, with no path or trailing slash`);
   }
   return lines;
 }

@@ -140,8 +140,8 @@ export const schema: Schema<Config> = {
     prefix: { doc: 'Prefix of every Prometheus metric name.', format: 'metric-prefix', default: 'switchboard_', env: 'METRICS_PREFIX' },
   },
   websocket: {
-    maxFrameBytes: { doc: 'Largest client frame; larger ones close the connection with 1009.', format: 'positive-int', default: 64 * 1024, env: 'MAX_FRAME_BYTES' },
-    sendBufferBytes: { doc: 'Send-buffer ceiling per connection; past it the client is closed with 4408.', format: 'positive-int', default: 1024 * 1024, env: 'SEND_BUFFER_BYTES' },
+    maxFrameBytes: { doc: 'Largest client frame; larger ones close the connection with 1009.', format: 'byte-size', default: 64 * 1024, env: 'MAX_FRAME_BYTES' },
+    sendBufferBytes: { doc: 'Send-buffer ceiling per connection; past it the client is closed with 4408.', format: 'byte-size', default: 1024 * 1024, env: 'SEND_BUFFER_BYTES' },
     heartbeatIntervalMs: { doc: 'Ping interval; a connection that misses two pongs is closed.', format: 'duration-ms', default: 20_000, env: 'HEARTBEAT_INTERVAL_MS' },
     allowedOrigins: { doc: 'Comma-separated Origin allow-list; empty allows any origin.', format: 'string-list', default: [], env: 'ALLOWED_ORIGINS' },
     compression: { doc: 'Offer permessage-deflate.', format: 'switch', default: false, env: 'WS_COMPRESSION' },

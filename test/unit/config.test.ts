@@ -10,12 +10,13 @@ import { ConfigError, loadConfig, podIdOf, type LoadedConfig } from '../../src/c
 const KEY_A = 'a'.repeat(64);
 const KEY_B = '0123456789abcdef'.repeat(4);
 const KEY_C = 'C'.repeat(64);
+const KEY_D = 'd'.repeat(64);
 const PROD_KEYS = {
   NODE_ENV: 'production',
   SECRET_TOKEN: 'user-api-key',
   ADMIN_SECRET_TOKEN: 'admin-api-key',
   TOKEN_AES_KEY: KEY_A,
-  ADMIN_TOKEN_AES_KEY: KEY_B,
+  ADMIN_TOKEN_AES_KEY: KEY_D,
 } as const;
 const KEY_NAMES = ['SECRET_TOKEN', 'ADMIN_SECRET_TOKEN', 'TOKEN_AES_KEY', 'ADMIN_TOKEN_AES_KEY'];
 
@@ -159,9 +160,9 @@ describe('precedence: flag over environment over YAML file over defaults', () =>
 
 describe('AES key lists', () => {
   test('a comma-separated TOKEN_AES_KEY parses into a list in order, for rotation', () => {
-    const { config } = load({ ...PROD_KEYS, TOKEN_AES_KEY: `${KEY_A},${KEY_B}`, ADMIN_TOKEN_AES_KEY: `${KEY_C},${KEY_A},${KEY_B}` });
+    const { config } = load({ ...PROD_KEYS, TOKEN_AES_KEY: `${KEY_A},${KEY_B}`, ADMIN_TOKEN_AES_KEY: `${KEY_C},${KEY_D}` });
     assert.deepEqual(config.auth.tokenAesKeys, [KEY_A, KEY_B]);
-    assert.deepEqual(config.auth.adminTokenAesKeys, [KEY_C, KEY_A, KEY_B]);
+    assert.deepEqual(config.auth.adminTokenAesKeys, [KEY_C, KEY_D]);
   });
 
   test('blanks around commas and a trailing comma are ignored', () => {
@@ -419,6 +420,41 @@ describe('strictness', () => {
       'https://a.example',
       'https://b.example',
     ]);
+  });
+
+  test('an API key no client could send as written is an error: a trailing newline, or not ASCII', () => {
+    for (const bad of ['user-api-key\n', ' user-api-key', 'kéy']) {
+      assert.deepEqual(errorLines({ ...PROD_KEYS, SECRET_TOKEN: bad }).map(leadingName), ['SECRET_TOKEN'], JSON.stringify(bad));
+    }
+    assert.match(errorLines({ ...PROD_KEYS, ADMIN_SECRET_TOKEN: 'admin-key\n' })[0] ?? '', /^ADMIN_SECRET_TOKEN: .*trailing newline/);
+    assert.equal(load({ ...PROD_KEYS, SECRET_TOKEN: 'two words' }).config.auth.secretToken, 'two words');
+  });
+
+  test('one AES key for both user and admin tokens is an error', () => {
+    const lines = errorLines({ ...PROD_KEYS, ADMIN_TOKEN_AES_KEY: `${KEY_D},${KEY_A.toUpperCase()}` });
+    assert.deepEqual(lines.map(leadingName), ['ADMIN_TOKEN_AES_KEY']);
+  });
+
+  test('sizes past what uWebSockets.js can hold, and numbers past 2^53, are errors', () => {
+    const lines = errorLines({ MAX_FRAME_BYTES: String(256 * 1024 * 1024 + 1), SEND_BUFFER_BYTES: '99999999999999999999', NATS_MAX_IN_FLIGHT: '99999999999999999999' });
+    assert.deepEqual(lines.map(leadingName).sort(), ['MAX_FRAME_BYTES', 'NATS_MAX_IN_FLIGHT', 'SEND_BUFFER_BYTES']);
+    assert.equal(load({ SEND_BUFFER_BYTES: String(256 * 1024 * 1024) }).config.websocket.sendBufferBytes, 256 * 1024 * 1024);
+  });
+
+  test('a dead-letter subject one cannot publish to is an error at start, not when the first event dies', () => {
+    for (const bad of ['dead letters', 'dead.>', 'dead.*', 'dead..x', '.dead']) {
+      assert.deepEqual(errorLines({ NATS_DEAD_LETTER_SUBJECT: bad }).map(leadingName), ['NATS_DEAD_LETTER_SUBJECT'], bad);
+    }
+    assert.equal(load({ NATS_DEAD_LETTER_SUBJECT: 'dead.websocket' }).config.nats.deadLetterSubject, 'dead.websocket');
+  });
+
+  test('an allowed origin that no browser sends is an error naming it', () => {
+    for (const bad of ['https://app.example/', '*', 'HTTPS://App.Example', 'app.example']) {
+      const lines = errorLines({ ALLOWED_ORIGINS: `https://ok.example,${bad}` });
+      assert.deepEqual(lines.map(leadingName), ['ALLOWED_ORIGINS'], bad);
+      assert.ok(lines[0]?.includes(JSON.stringify(bad)), lines[0]);
+    }
+    assert.deepEqual(load({ ALLOWED_ORIGINS: 'http://localhost:3000,http://[::1]:8080' }).config.websocket.allowedOrigins, ['http://localhost:3000', 'http://[::1]:8080']);
   });
 
   test('NODE_ENV=production reports missing keys alongside bad values', () => {
