@@ -204,6 +204,10 @@ export class Acceptor {
     if (request === undefined) return;
     data.request = undefined;
     data.verified = undefined;
+    // The token cache answered before the upgrade, so nothing here would wait before the session
+    // and route commands go out: sent from inside the open of an upgrade made from async code,
+    // they often got the socket dropped (1006). They go on the next turn of the loop instead.
+    if (verified !== undefined) await new Promise((resolve) => setImmediate(resolve));
     let outcome: Admitted;
     try {
       outcome = this.#accepting ? await this.#admission.admit(request, Date.now(), verified) : { rejection: shuttingDown() };
