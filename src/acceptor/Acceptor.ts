@@ -205,8 +205,9 @@ export class Acceptor {
     data.request = undefined;
     data.verified = undefined;
     // The token cache answered before the upgrade, so nothing here would wait before the session
-    // and route commands go out: sent from inside the open of an upgrade made from async code,
-    // they often got the socket dropped (1006). They go on the next turn of the loop instead.
+    // and route commands go out. Sent from inside the open of an upgrade made in res.cork from
+    // async code, they often got the socket dropped (1006; uWebSockets.js issue #1108, a cork after
+    // an async upgrade that can close the new socket). They go on the next turn of the loop instead.
     if (verified !== undefined) await new Promise((resolve) => setImmediate(resolve));
     let outcome: Admitted;
     try {
