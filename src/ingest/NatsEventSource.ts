@@ -87,6 +87,8 @@ export class NatsEventSource implements EventSource {
   #progress: ConsumerProgress | undefined;
   /** Events pulled so far: a pull that ended after delivering some resets the retry backoff. */
   #received = 0;
+  /** Failed tries to pull again since the last pull that delivered events: each waits longer. */
+  #pullRetries = 0;
   #pendingPoll: NodeJS.Timeout | undefined;
   #maxDeliver: number;
   #connected = false;
@@ -240,9 +242,8 @@ export class NatsEventSource implements EventSource {
    * consumer are made again where missing, and pulling starts over, with backoff.
    */
   async #keepConsuming(first: ConsumerMessages, manager: JetStreamManager, jetstream: JetStreamClient, sink: EventSink): Promise<void> {
-    let messages = first;
-    let retries = 0;
-    for (;;) {
+    let messages: ConsumerMessages | undefined = first;
+    while (messages !== undefined) {
       const receivedBefore = this.#received;
       try {
         await this.#consume(messages, sink);
@@ -253,30 +254,35 @@ export class NatsEventSource implements EventSource {
       if (this.#stopping.signal.aborted) return;
       this.metrics.natsConsuming.set(0);
       // A pull refused again and again backs off; one that delivered events starts over at the first delay.
-      if (this.#received > receivedBefore) retries = 0;
-      for (;;) {
-        const delayMs = Math.min(PULL_RETRY_MS * 2 ** retries, PULL_RETRY_MAX_MS);
-        retries++;
-        try {
-          const { signal } = this.#stopping;
-          await sleep(delayMs, undefined, { signal });
-          // NATS requests wait out their own timeouts (5 s) when NATS is away: stop() does not wait for them.
-          messages = await untilAborted(
-            this.#ensureStreamAndConsumer(manager).then(() => this.#pull(jetstream)),
-            signal,
-          );
-          break;
-        } catch (err) {
-          if (this.#stopping.signal.aborted) return;
-          this.log.warn({ err, retries }, 'could not pull from the JetStream consumer yet');
+      if (this.#received > receivedBefore) this.#pullRetries = 0;
+      messages = await this.#pullAgain(manager, jetstream);
+    }
+  }
+
+  /** Makes the stream and consumer where missing and pulls again, with backoff; undefined once stop() came. */
+  async #pullAgain(manager: JetStreamManager, jetstream: JetStreamClient): Promise<ConsumerMessages | undefined> {
+    const { signal } = this.#stopping;
+    for (;;) {
+      const delayMs = Math.min(PULL_RETRY_MS * 2 ** this.#pullRetries, PULL_RETRY_MAX_MS);
+      this.#pullRetries++;
+      try {
+        await sleep(delayMs, undefined, { signal });
+        // NATS requests wait out their own timeouts (5 s) when NATS is away: stop() does not wait for them.
+        const messages = await untilAborted(
+          this.#ensureStreamAndConsumer(manager).then(() => this.#pull(jetstream)),
+          signal,
+        );
+        // stop() came while the pull was being set up: it stopped the previous one.
+        if (signal.aborted) {
+          await stopPulling(messages);
+          return undefined;
         }
+        this.log.info('pulling from the JetStream consumer again');
+        return messages;
+      } catch (err) {
+        if (signal.aborted) return undefined;
+        this.log.warn({ err, retries: this.#pullRetries }, 'could not pull from the JetStream consumer yet');
       }
-      // stop() came while the pull was being set up: it stopped the previous one.
-      if (this.#stopping.signal.aborted) {
-        await stopPulling(messages);
-        return;
-      }
-      this.log.info('pulling from the JetStream consumer again');
     }
   }
 
