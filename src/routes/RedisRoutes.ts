@@ -1,4 +1,5 @@
 import type { Result } from 'ioredis';
+import { Coalescer } from '../Coalescer.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { execAll, scanAll, type RedisConnection } from '../redis/RedisConnection.js';
@@ -26,10 +27,11 @@ const RETRY_MS = 500;
 /** Route removals sent in one pipeline (at shutdown, or forgetting a previous process's routes). */
 const REMOVE_BATCH = 1000;
 /**
- * A confirm waits this long for others to share its PING. Events are delivered before they are
- * confirmed, so this delays only their acks (and the rare second delivery to an owner a copy
- * missed); each PING costs the pod a socket write that wakes Redis, which at 1,000 events/s took
- * a sixth of a consuming pod's CPU when every event had its own.
+ * PINGs go at most this often while confirms keep coming (see Coalescer), each answering every
+ * confirm asked before it. Events are delivered before they are confirmed, so this delays only
+ * their acks (and the rare second delivery to an owner a copy missed); each PING costs the pod a
+ * socket write that wakes Redis, which at 1,000 events/s took a sixth of a consuming pod's CPU
+ * when every event had its own.
  */
 const CONFIRM_GATHER_MS = 5;
 
@@ -79,7 +81,7 @@ export class RedisRoutes implements RouteRegistry {
   #listening = false;
   #confirmWaiters: ConfirmWaiter[] = [];
   #pingInFlight = false;
-  #pingTimer: NodeJS.Timeout | undefined;
+  readonly #pings = new Coalescer(CONFIRM_GATHER_MS, () => this.#sendConfirmPing());
   /** The last lookup said Redis is recovering lost data (logged once per recovery). */
   #recovering = false;
   #refreshTimer: NodeJS.Timeout | undefined;
@@ -225,8 +227,7 @@ export class RedisRoutes implements RouteRegistry {
   async stop(): Promise<void> {
     clearInterval(this.#refreshTimer);
     clearTimeout(this.#retryTimer);
-    clearTimeout(this.#pingTimer);
-    this.#pingTimer = undefined;
+    this.#pings.cancel();
     for (const waiter of this.#confirmWaiters.splice(0)) waiter.resolve();
     this.#forgetAll(false);
     const keys = [...this.#held.keys(), ...this.#unreleased];
@@ -267,31 +268,26 @@ export class RedisRoutes implements RouteRegistry {
 
   /**
    * Resolves after a PING on the subscriber connection comes back: Redis answers it after every
-   * message it published to this connection before it. One PING is out at a time, sent
-   * CONFIRM_GATHER_MS after the first caller it answers asked; whoever asks while one is out waits
-   * for the next one, so each caller's PING is sent after it asked.
+   * message it published to this connection before it. One PING is out at a time, gathered over
+   * up to CONFIRM_GATHER_MS; whoever asks while one is out waits for the next one, so each caller's
+   * PING is sent after it asked.
    */
   #heardEverythingSentBefore(): Promise<void> {
     return new Promise((resolve, reject) => {
       this.#confirmWaiters.push({ resolve, reject });
-      if (!this.#pingInFlight) this.#schedulePing();
+      if (!this.#pingInFlight) this.#pings.request();
     });
   }
 
-  #schedulePing(): void {
-    this.#pingTimer ??= setTimeout(() => {
-      this.#pingTimer = undefined;
-      this.#sendConfirmPing();
-    }, CONFIRM_GATHER_MS);
-  }
-
   #sendConfirmPing(): void {
+    // Queued before stop(), which answered every waiter; or a PING is already out, and its answer asks again.
+    if (this.#confirmWaiters.length === 0 || this.#pingInFlight) return;
     const waiters = this.#confirmWaiters.splice(0);
     this.#pingInFlight = true;
     const settle = (settleOne: (waiter: ConfirmWaiter) => void) => {
       this.#pingInFlight = false;
       waiters.forEach(settleOne);
-      if (this.#confirmWaiters.length > 0) this.#schedulePing();
+      if (this.#confirmWaiters.length > 0) this.#pings.request();
     };
     this.redis.subscriber.ping().then(
       () => settle((waiter) => waiter.resolve()),
