@@ -5,7 +5,7 @@ import type { ClientFleet } from './clientFleet.js';
 import type { StepResult } from './fanoutReport.js';
 import type { FanoutTarget } from './fanoutTargets.js';
 import { publishPaced } from './pacedPublisher.js';
-import { cpuSecondsOf, machineBusySeconds } from './processCpu.js';
+import { cpuSecondsOf, machineBusySeconds, wakesOf } from './processCpu.js';
 
 /** Servers and connected clients, warmed up, for one or more measured steps. */
 export interface Run {
@@ -35,6 +35,7 @@ export class Measurement {
   #publisherCpuMs = 0;
   #wallSeconds = 0;
   readonly #cpuSeconds = { server: {} as Record<string, number>, nats: 0, redis: 0, machine: 0 };
+  readonly #serverWakes: Record<string, number> = {};
 
   private constructor(
     private readonly run: Run,
@@ -65,6 +66,7 @@ export class Measurement {
     this.#wallSeconds += (after.at - before.at) / 1000;
     const spent = this.#cpuSeconds;
     for (const [role, seconds] of Object.entries(after.server)) spent.server[role] = (spent.server[role] ?? 0) + seconds - (before.server[role] ?? 0);
+    for (const [role, wakes] of Object.entries(after.serverWakes)) this.#serverWakes[role] = (this.#serverWakes[role] ?? 0) + wakes - (before.serverWakes[role] ?? 0);
     spent.nats += after.nats - before.nats;
     spent.redis += after.redis - before.redis;
     spent.machine += after.machine - before.machine;
@@ -97,6 +99,7 @@ export class Measurement {
         clients: percent(report.cpuMs / 1000),
         machine: percent(spent.machine),
       },
+      wakesPerEvent: Object.fromEntries(Object.entries(this.#serverWakes).map(([role, wakes]) => [role, this.#published === 0 ? 0 : wakes / this.#published])),
       podCounters: deltas(this.countersBefore, countersAfter),
     };
   }
@@ -105,8 +108,10 @@ export class Measurement {
 async function cpuSnapshot({ redis, nats }: Testbed, target: FanoutTarget) {
   const info = await redis.client.info('cpu');
   const read = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? 0);
-  const server = Object.fromEntries(Object.entries(target.serverPids()).map(([role, pid]) => [role, cpuSecondsOf(pid)]));
-  return { at: Date.now(), server, nats: cpuSecondsOf(nats.pid), redis: read('used_cpu_user') + read('used_cpu_sys'), machine: machineBusySeconds() };
+  const pids = Object.entries(target.serverPids());
+  const server = Object.fromEntries(pids.map(([role, pid]) => [role, cpuSecondsOf(pid)]));
+  const serverWakes = Object.fromEntries(pids.map(([role, pid]) => [role, wakesOf(pid)]));
+  return { at: Date.now(), server, serverWakes, nats: cpuSecondsOf(nats.pid), redis: read('used_cpu_user') + read('used_cpu_sys'), machine: machineBusySeconds() };
 }
 
 function deltas(before: Record<string, Record<string, number>>, after: Record<string, Record<string, number>>): Record<string, Record<string, number>> {

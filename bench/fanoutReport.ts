@@ -28,6 +28,8 @@ export interface StepResult {
     /** Every process and the kernel together (up to 100 × cores): near the ceiling, every figure is CPU-starved. */
     readonly machine: number;
   };
+  /** Per server process: its event loop's wake-ups (voluntary context switches) over the step ÷ events published. */
+  readonly wakesPerEvent: Record<string, number>;
   /** Per pod role over the step (empty for the bare server): event counters (the local/forwarded split) and warning/error log counts. */
   readonly podCounters: Record<string, Record<string, number>>;
 }
@@ -185,7 +187,8 @@ function detailLines(results: readonly ScenarioResult[], cores: number): string[
         `- ${result.label}, ${kind} (${step.rate} events/s to ${step.clients} clients): ${(step.fraction * 100).toFixed(1)}% delivered; ` +
           `CPU (% of one core) ${Object.entries(cpu.server).map(([role, p]) => `${role} ${pct(p)}`).join(', ')}, nats-server ${pct(cpu.nats)}, redis ${pct(cpu.redis)}; ` +
           `generator: publisher ${pct(cpu.publisher)}, clients ${pct(cpu.clients)}; whole machine ${pct(cpu.machine)} of ${cores * 100}%, ` +
-          `of which ${pct(Math.max(0, cpu.machine - ours(cpu)))} kernel and processes not started by this benchmark` +
+          `of which ${pct(Math.max(0, cpu.machine - ours(cpu)))} kernel and processes not started by this benchmark; ` +
+          `wake-ups per event ${Object.entries(step.wakesPerEvent).map(([role, n]) => `${role} ${n.toFixed(2)}`).join(', ')}` +
           (closes.length > 0 ? `; closes ${closes.join(', ')}` : '') +
           (podCounters.length > 0 ? `; pod counters over the step: ${podCounters.join('; ')}` : ''),
       );

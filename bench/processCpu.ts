@@ -30,3 +30,17 @@ export function machineBusySeconds(): number {
     return 0;
   }
 }
+
+/**
+ * Times a live process's main thread (its event loop) went to sleep waiting for work, read from
+ * /proc (0 once it is gone): each is a wake-up to pay for when work comes.
+ */
+export function wakesOf(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    return Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+}
