@@ -9,11 +9,11 @@
  *   within `2 × intervalMs` of the last flush does a timer wake the process for them.
  *
  * So at most one flush per `intervalMs` while requests keep coming, each on a turn that runs
- * anyway, and a request waits at most `2 × intervalMs`.
+ * anyway, and a request waits at most `2 × intervalMs` for its flush.
  */
 export class Coalescer {
   #lastFlushAt = Number.NEGATIVE_INFINITY;
-  #flushQueued = false;
+  #queuedFlush: NodeJS.Immediate | undefined;
   #backstop: NodeJS.Timeout | undefined;
 
   constructor(
@@ -23,26 +23,28 @@ export class Coalescer {
 
   /** Asks for a flush; many requests between two flushes cost one. */
   request(): void {
-    if (this.#flushQueued) return;
-    if (Date.now() - this.#lastFlushAt >= this.intervalMs) {
-      this.#flushQueued = true;
-      setImmediate(() => this.flushNow());
+    if (this.#queuedFlush !== undefined) return;
+    const sinceFlushMs = Date.now() - this.#lastFlushAt;
+    if (sinceFlushMs >= this.intervalMs) {
+      this.#queuedFlush = setImmediate(() => this.flushNow());
       return;
     }
-    this.#backstop ??= setTimeout(() => this.flushNow(), this.#lastFlushAt + 2 * this.intervalMs - Date.now());
+    // Capped: a wall clock stepped back makes the time since the last flush negative.
+    const waitMs = Math.min(2 * this.intervalMs, 2 * this.intervalMs - sinceFlushMs);
+    this.#backstop ??= setTimeout(() => this.flushNow(), waitMs);
   }
 
   /** Flushes at once (also when stopping, so nothing gathered is left behind). */
   flushNow(): void {
-    clearTimeout(this.#backstop);
-    this.#backstop = undefined;
-    this.#flushQueued = false;
+    this.cancel();
     this.#lastFlushAt = Date.now();
     this.flush();
   }
 
-  /** Drops a pending timer; what is gathered stays for the owner to flush or discard. */
+  /** Drops the flush scheduled, if any; what is gathered stays for the owner to flush or discard. */
   cancel(): void {
+    clearImmediate(this.#queuedFlush);
+    this.#queuedFlush = undefined;
     clearTimeout(this.#backstop);
     this.#backstop = undefined;
   }

@@ -55,9 +55,20 @@ describe('the coalescer that gathers acks, PINGs and replies', () => {
     assert.deepEqual(flushes, [1_000_000, 1_000_000 + 2 * INTERVAL_MS]);
   });
 
-  test('flushNow flushes at once and cancel drops the timer', () => {
+  test('a wall clock stepped back delays a flush by no more than twice the interval', () => {
+    coalescer.flushNow();
+    mock.timers.setTime(1_000_000 - 60_000);
+    coalescer.request();
+    mock.timers.tick(2 * INTERVAL_MS);
+    assert.equal(flushes.length, 2);
+  });
+
+  test('flushNow flushes at once, and cancel drops the flush scheduled, queued or timed', () => {
     coalescer.flushNow();
     assert.equal(flushes.length, 1);
+    coalescer.request();
+    coalescer.cancel();
+    mock.timers.tick(10 * INTERVAL_MS);
     coalescer.request();
     coalescer.cancel();
     mock.timers.tick(10 * INTERVAL_MS);
