@@ -76,7 +76,7 @@ interface ConsumerProgress {
 /**
  * Events from NATS JetStream: every pod pulls from one durable consumer, so each event is handled
  * by one pod. An event is acked once every owner has it, nak'd with a delay when an owner could
- * not be reached, counted as dead past the delivery limit, and acked at once when malformed.
+ * not be reached, counted as dead past the delivery limit, and acked without dispatch when malformed.
  */
 export class NatsEventSource implements EventSource {
   #connection: NatsConnection | undefined;
@@ -266,13 +266,12 @@ export class NatsEventSource implements EventSource {
     for (;;) {
       const delayMs = Math.min(PULL_RETRY_MS * 2 ** this.#pullRetries, PULL_RETRY_MAX_MS);
       this.#pullRetries++;
+      let pulling: Promise<ConsumerMessages> | undefined;
       try {
         await sleep(delayMs, undefined, { signal });
+        pulling = this.#ensureStreamAndConsumer(manager).then(() => this.#pull(jetstream));
         // NATS requests wait out their own timeouts (5 s) when NATS is away: stop() does not wait for them.
-        const messages = await untilAborted(
-          this.#ensureStreamAndConsumer(manager).then(() => this.#pull(jetstream)),
-          signal,
-        );
+        const messages = await untilAborted(pulling, signal);
         // stop() came while the pull was being set up: it stopped the previous one.
         if (signal.aborted) {
           await stopPulling(messages);
@@ -281,7 +280,11 @@ export class NatsEventSource implements EventSource {
         this.log.info('pulling from the JetStream consumer again');
         return messages;
       } catch (err) {
-        if (signal.aborted) return undefined;
+        if (signal.aborted) {
+          // A pull that NATS sets up after all is stopped too, or it would sit on the events NATS sends it.
+          void pulling?.then(stopPulling, () => undefined);
+          return undefined;
+        }
         this.log.warn({ err, retries: this.#pullRetries }, 'could not pull from the JetStream consumer yet');
       }
     }
