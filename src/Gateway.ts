@@ -176,6 +176,9 @@ export class Gateway {
         () => this.#acceptor.closeAll(CloseCode.GoingAway, 'going-away', this.#config.lifecycle.drainWindowMs, Math.max(0, deadline - Date.now() - AFTER_DRAIN_RESERVE_MS)),
       ],
       ['stop acceptor', () => this.#acceptor.stop()],
+      // Before the last routes are released (DESIGN.md §9 has it after): a push answered now would
+      // reach no connection yet count as delivered, so its event would be acked; refused, it is
+      // retried and finds the pod its client reconnected to.
       ['stop gRPC server', () => this.#forwarding?.server.stop()],
       ['close peer channels', () => this.#forwarding?.client.stop()],
       ['release sessions and routes', () => this.#engine.stop()],
