@@ -159,14 +159,16 @@ export class Gateway {
     return RESTART_ONLY.filter((section) => !isDeepStrictEqual(next[section], this.#config[section]));
   }
 
-  /** Drains and stops: not ready, stop accepting, stop events, close connections with 1001. Idempotent. */
-  stop(): Promise<void> {
-    return (this.#stopping ??= this.#stop());
+  /**
+   * Drains and stops: not ready, stop accepting, stop events, close connections with 1001, by
+   * `deadline` (SHUTDOWN_TIMEOUT_MS from now unless given). Idempotent.
+   */
+  stop(deadline = Date.now() + this.#config.lifecycle.shutdownTimeoutMs): Promise<void> {
+    return (this.#stopping ??= this.#stop(deadline));
   }
 
-  async #stop(): Promise<void> {
+  async #stop(deadline: number): Promise<void> {
     this.#ready = false;
-    const deadline = Date.now() + this.#config.lifecycle.shutdownTimeoutMs;
     const steps: ReadonlyArray<readonly [string, () => unknown]> = [
       ['stop accepting', () => this.#acceptor.stopAccepting()],
       ['stop events', () => this.#events.stop()],

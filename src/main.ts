@@ -1,4 +1,4 @@
-import { ConfigError, loadConfig, podIdOf, type LoadedConfig } from './config/load.js';
+import { ConfigError, loadConfig, podIdOf, unreadableFiles, type LoadedConfig } from './config/load.js';
 import { Gateway, type BoundPorts } from './Gateway.js';
 import { createLogger, type Logger } from './log.js';
 
@@ -40,16 +40,19 @@ function installSignalHandlers(gateway: Gateway, startup: Promise<unknown>, load
       process.exit(1);
     }
     log.info({ signal }, 'shutting down');
+    // The deadline runs from the signal, also when start-up is still settling.
+    const { shutdownTimeoutMs } = loaded.config.lifecycle;
+    const deadlineAt = Date.now() + shutdownTimeoutMs;
     const force = setTimeout(() => {
       log.error('shutdown deadline passed: exiting now');
       process.exit(1);
-    }, loaded.config.lifecycle.shutdownTimeoutMs + 1000);
+    }, shutdownTimeoutMs + 1000);
     force.unref();
     // Stop only once start-up has settled, so no part starts after its stop; a failed start-up is
     // logged where main awaits it.
     void startup.then(
-      () => gateway.stop(),
-      () => gateway.stop(),
+      () => gateway.stop(deadlineAt),
+      () => gateway.stop(deadlineAt),
     ).then(() => process.exit(0));
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
@@ -68,7 +71,10 @@ function installSignalHandlers(gateway: Gateway, startup: Promise<unknown>, load
 
 function loadOrExit(): LoadedConfig {
   try {
-    return loadConfig(process.argv.slice(2), process.env);
+    const loaded = loadConfig(process.argv.slice(2), process.env);
+    const unreadable = unreadableFiles(loaded.config);
+    if (unreadable.length > 0) throw new ConfigError(unreadable);
+    return loaded;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     for (const line of err.lines) process.stderr.write(`config error: ${line}\n`);

@@ -127,9 +127,13 @@ export class Acceptor {
     const connections = this.connections.snapshot();
     const steps = Math.max(1, Math.floor(Math.min(windowMs, deadlineMs) / DRAIN_STEP_MS));
     const perStep = Math.ceil(connections.length / steps);
-    for (let i = 0; i < connections.length; i += perStep) {
-      for (const connection of connections.slice(i, i + perStep)) connection.close(code, reason);
-      if (i + perStep < connections.length) await sleep(DRAIN_STEP_MS);
+    let next = 0;
+    while (next < connections.length) {
+      // Closing takes time and timers run late: past the deadline, the rest close at once.
+      const end = Date.now() - started >= deadlineMs ? connections.length : next + perStep;
+      for (const connection of connections.slice(next, end)) connection.close(code, reason);
+      next = end;
+      if (next < connections.length) await sleep(DRAIN_STEP_MS);
     }
     while (this.connections.size > 0 && Date.now() - started < deadlineMs) await sleep(10);
   }

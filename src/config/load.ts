@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { accessSync, constants } from 'node:fs';
 import { isIP, isIPv6 } from 'node:net';
 import convict from 'convict';
 import YAML from 'yaml';
@@ -190,6 +191,33 @@ export function loadConfig(args: readonly string[], env: NodeJS.ProcessEnv, runn
   if (lines.length > 0) throw new ConfigError(lines);
   const generatedKeys = production ? [] : generateMissingKeys(config, running);
   return { config: deepFreeze(config), generatedKeys };
+}
+
+/**
+ * The files settings name that this process cannot read, one line each. Checked at start-up rather
+ * than in loadConfig: the files are often mounted only where the pod runs.
+ */
+export function unreadableFiles(config: Config): string[] {
+  const named: ReadonlyArray<readonly [string, string]> = [
+    ['TLS_CERT_FILE', config.tls.certFile],
+    ['TLS_KEY_FILE', config.tls.keyFile],
+    ['GRPC_TLS_CA_FILE', config.grpc.tlsCaFile],
+    ['GRPC_TLS_CERT_FILE', config.grpc.tlsCertFile],
+    ['GRPC_TLS_KEY_FILE', config.grpc.tlsKeyFile],
+    ['REDIS_TLS_CA_FILE', config.redis.tlsCaFile],
+    ['NATS_TLS_CA_FILE', config.nats.tlsCaFile],
+    ['NATS_CREDS_FILE', config.nats.credsFile],
+  ];
+  const lines: string[] = [];
+  for (const [name, file] of named) {
+    if (file === '') continue;
+    try {
+      accessSync(file, constants.R_OK);
+    } catch (err) {
+      lines.push(`${name}: cannot read ${file}: ${firstLine(err)}`);
+    }
+  }
+  return lines;
 }
 
 /** convict ignores flags it does not know; a misspelled flag should stop start-up like a misspelled file key. */

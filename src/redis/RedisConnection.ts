@@ -46,10 +46,11 @@ export class RedisConnection {
     for (const client of [this.commands, this.subscriber]) {
       client.on('error', (err: Error) => this.log.debug({ err }, 'redis connection error'));
     }
-    this.commands.on('close', () => this.#setHealthy(false));
+    // Without the subscriber the pod misses kill messages and route changes: as bad as no Redis.
+    for (const client of [this.commands, this.subscriber]) client.on('close', () => this.#setHealthy(false));
   }
 
-  /** True while the last probe or operation succeeded. */
+  /** True while both connections are up and the last probe succeeded. */
   get healthy(): boolean {
     return this.#healthy;
   }
@@ -127,7 +128,7 @@ export class RedisConnection {
   async #checkHealth(): Promise<void> {
     try {
       await this.run('ping', (redis) => redis.ping());
-      this.#setHealthy(true);
+      this.#setHealthy(this.subscriber.status === 'ready');
     } catch {
       this.#setHealthy(false);
     }

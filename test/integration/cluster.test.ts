@@ -477,6 +477,24 @@ describe('cluster faults', () => {
     }
   });
 
+  test('the subscriber connection lost while commands still work: not ready until it is back, then a takeover reaches the pod again', async () => {
+    const [gateway, other] = [await pod(), await pod()];
+    // Redis refuses new connections, so the subscriber cannot come back until the limit is lifted.
+    await redis.client.call('CONFIG', 'SET', 'maxclients', '1');
+    try {
+      await redis.client.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
+      await waitFor(async () => (await fetch(`${gateway.httpBase}/ready`)).status === 503, 3000, '/ready to answer 503');
+    } finally {
+      await redis.client.call('CONFIG', 'SET', 'maxclients', '10000');
+    }
+    // The other pod's subscriber was cut off too.
+    for (const pod of [gateway, other]) await waitFor(async () => (await fetch(`${pod.httpBase}/ready`)).status === 200, 5000, '/ready to answer 200 again');
+    const first = await gateway.connectUser('subscriber', 'desk', 'sid');
+    const second = await other.connectUser('subscriber', 'desk', 'sid');
+    assert.equal((await first.closeInfo(2000)).code, 4402, 'the kill message reached the pod');
+    second.close();
+  });
+
   test('Redis paused: not ready, new connections refused with 1013, old ones closed with 1012 at lease expiry; recovers after SIGCONT', async () => {
     const gateway = await pod();
     const old = await gateway.connectUser('pause', 'desk', 'pat');

@@ -138,6 +138,23 @@ describe('a bad configuration exits at start with status 2 and one line per bad 
     assert.deepEqual(stderrLines(flagOnly).map(configErrorName), ['LOG_LEVEL'], flagOnly.stderr);
   });
 
+  test('files that settings name but cannot be read exit 2, one line each, before anything starts', async () => {
+    const proc = new GatewayProcess({
+      REDIS_URL: 'redis://127.0.0.1:1',
+      REDIS_TLS_CA_FILE: '/nonexistent/redis-ca.pem',
+      GRPC_TLS_CA_FILE: '/nonexistent/ca.pem',
+      GRPC_TLS_CERT_FILE: '/nonexistent/pod.pem',
+      GRPC_TLS_KEY_FILE: '/nonexistent/pod.key',
+    });
+    const { code } = await proc.exit();
+    assert.equal(code, EXIT_BAD_CONFIG);
+    const lines = stderrLines(proc);
+    assert.deepEqual(lines.map(configErrorName), ['GRPC_TLS_CA_FILE', 'GRPC_TLS_CERT_FILE', 'GRPC_TLS_KEY_FILE', 'REDIS_TLS_CA_FILE'], proc.stderr);
+    assert.match(lines[3] ?? '', /cannot read \/nonexistent\/redis-ca\.pem/);
+    assertNoStackTrace(proc);
+    assert.equal(proc.stdout, '', 'nothing starts, so nothing is logged');
+  });
+
   test('a listener that cannot bind exits non-zero instead of hanging', async () => {
     const blocker = createServer();
     await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
