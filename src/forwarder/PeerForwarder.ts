@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import CircuitBreaker from 'opossum';
+import { Coalescer } from '../Coalescer.js';
 import type { PeerPush } from '../dispatch/Dispatch.js';
 import type { InboundEvent } from '../ingest/EventSource.js';
 import type { Logger } from '../log.js';
@@ -34,6 +35,14 @@ type FailureReason = (typeof FAILURE_REASONS)[number];
 const MAX_BATCH = 256;
 const MAX_BATCH_BYTES = 4 * 1024 * 1024;
 const IDLE_PEER_MS = 5 * 60_000;
+/**
+ * Pushes to a peer go at most this often while events keep coming (see Coalescer), so the peer
+ * writes several events to its sockets in one go: each of its turns writes to every socket an event
+ * reaches, whatever the number of events. Gathering 2 ms took the fan-out bench's cross-pod path from
+ * 700–750 to 800–900 events/s to 1,000 clients and the two pods from 59% to 51% of a core at 1,000
+ * events/s to 100 clients, for about 1 ms more latency.
+ */
+const PUSH_GATHER_MS = 2;
 
 /**
  * One push stream to a peer: batches written in order, answers matched by batch id. Once it fails
@@ -133,7 +142,8 @@ class Peer {
   queue: Pending[] = [];
   /** Payload bytes in `queue`. */
   queuedBytes = 0;
-  flushScheduled = false;
+  /** When the pushes gathered for the peer go (see PUSH_GATHER_MS). */
+  readonly pushes: Coalescer;
   lastUsedMs = Date.now();
   #stream: BatchStream | undefined;
 
@@ -146,6 +156,7 @@ class Peer {
     /** Sends the batch gathered while the stream was busy writing (or before it failed). */
     private readonly flushGathered: () => void,
   ) {
+    this.pushes = new Coalescer(PUSH_GATHER_MS, flushGathered);
     // proto-loader builds the client at run time; ForwarderClient is the shape forward.proto gives it.
     this.client = new Client(podId, options.credentials, {
       'grpc.keepalive_time_ms': 10_000,
@@ -160,6 +171,7 @@ class Peer {
   }
 
   close(): void {
+    this.pushes.cancel();
     this.breaker.shutdown();
     this.#stream?.close();
     this.client.close();
@@ -225,7 +237,7 @@ function streamError(code: grpc.status, details: string): grpc.ServiceError {
 
 /**
  * Pushes events to peer pods over gRPC: one channel and one circuit breaker per peer. Pushes made
- * in one turn of the event loop go as one batch, and so do those made while the stream is busy writing.
+ * within a few milliseconds go as one batch, and so do those made while the stream is busy writing.
  */
 export class PeerForwarder implements PeerPush {
   readonly #peers = new Map<string, Peer>();
@@ -249,10 +261,7 @@ export class PeerForwarder implements PeerPush {
       peer.queue.push({ event, payload, resolve, reject });
       peer.queuedBytes += payload.length;
       if (hasFullBatch(peer)) this.#flush(peer);
-      else if (!peer.flushScheduled) {
-        peer.flushScheduled = true;
-        setImmediate(() => this.#flush(peer));
-      }
+      else peer.pushes.request();
     });
   }
 
@@ -274,7 +283,6 @@ export class PeerForwarder implements PeerPush {
   }
 
   #flush(peer: Peer): void {
-    peer.flushScheduled = false;
     // A full batch goes at once; a smaller one waits for the write in progress (which flushes when done).
     if (peer.writing && !hasFullBatch(peer)) return;
     while (peer.queue.length > 0) {
