@@ -171,7 +171,11 @@ class Peer {
   }
 
   close(): void {
+    // Pushes still gathering fail as those on the stream do (and are retried through NATS).
     this.pushes.cancel();
+    const closed = streamError(grpc.status.CANCELLED, 'peer channel closed');
+    for (const pending of this.queue.splice(0)) pending.reject(closed);
+    this.queuedBytes = 0;
     this.breaker.shutdown();
     this.#stream?.close();
     this.client.close();
