@@ -13,6 +13,14 @@ describe('the coalescer that gathers acks, PINGs and replies', () => {
     flushes = [];
     coalescer = new Coalescer(INTERVAL_MS, () => flushes.push(Date.now()));
   });
+  /** A flush at the start, then a request 1 ms later. */
+  function requestOneMsAfterAFlush(): void {
+    coalescer.request();
+    mock.timers.tick(0);
+    mock.timers.tick(1);
+    coalescer.request();
+  }
+
   afterEach(() => {
     coalescer.cancel();
     mock.timers.reset();
@@ -30,10 +38,7 @@ describe('the coalescer that gathers acks, PINGs and replies', () => {
   });
 
   test('a request soon after a flush rides on the first request past the interval', () => {
-    coalescer.request();
-    mock.timers.tick(0);
-    mock.timers.tick(1);
-    coalescer.request();
+    requestOneMsAfterAFlush();
     mock.timers.tick(0);
     assert.equal(flushes.length, 1, 'waits: the last flush was 1 ms ago');
     mock.timers.tick(INTERVAL_MS - 1);
@@ -45,10 +50,7 @@ describe('the coalescer that gathers acks, PINGs and replies', () => {
   });
 
   test('with no later request, a timer flushes twice the interval after the last flush', () => {
-    coalescer.request();
-    mock.timers.tick(0);
-    mock.timers.tick(1);
-    coalescer.request();
+    requestOneMsAfterAFlush();
     mock.timers.tick(2 * INTERVAL_MS - 2);
     assert.equal(flushes.length, 1);
     mock.timers.tick(1);
